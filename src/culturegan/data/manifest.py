@@ -1,0 +1,130 @@
+"""The manifest (one row per accepted image) and the rejects list (one row per refused input).
+
+`data/manifest.parquet` is the contract between data preparation and every later stage:
+paths are relative to the data root and always `styles/<style>/<split>/<file>.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.fft import dctn
+
+from culturegan.fileio import atomic_path, atomic_write_text
+
+MANIFEST_NAME = "manifest.parquet"
+REJECTS_NAME = "rejects.csv"
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    path: str  # relative to the data root, posix: styles/<style>/<split>/<name>.png
+    style: str
+    split: str  # "train" | "test"
+    scene: str  # ground-truth scene key shared across styles (synthetic); "" for real data
+    sha256: str  # of the source bytes (what was ingested), hex
+    source: str  # where it came from: a path, URL#member, s3:// URI, or synthetic:<seed>
+    width: int  # of the normalised image
+    height: int
+    mode: str  # PIL mode of the normalised image
+    phash: str  # 64-bit DCT perceptual hash of the normalised image, 16 hex digits
+    intensity_std: float  # standard deviation of luminance (0..255): near 0 means blank
+
+
+MANIFEST_COLUMNS = [f.name for f in fields(ManifestRow)]
+
+
+class Reason:
+    """Reject reasons written to rejects.csv (one vocabulary for every source)."""
+
+    EMPTY = "empty_file"
+    NOT_IMAGE = "not_an_image"
+    CORRUPT = "corrupt_image"
+    TRUNCATED = "truncated_image"
+    TOO_SMALL = "too_small"
+    TOO_LARGE = "too_many_pixels"
+    UNSAFE_PATH = "unsafe_archive_member"
+    DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
+    LEAK = "train_test_leak"
+    UNKNOWN_STYLE = "unknown_style_folder"
+    DOWNLOAD_FAILED = "download_failed"
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    source: str
+    reason: str
+    detail: str
+    style: str = ""
+    split: str = ""
+
+
+REJECT_COLUMNS = [f.name for f in fields(RejectRow)]
+
+
+def phash(img: Image.Image) -> str:
+    """64-bit DCT perceptual hash (the classic pHash): robust to resizing and re-encoding."""
+    gray = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32)
+    low = dctn(gray, norm="ortho")[:8, :8]  # lowest frequencies carry the layout of the picture
+    bits = (low > np.median(low)).flatten()
+    return f"{int(np.packbits(bits).view('>u8')[0]):016x}"
+
+
+def phash_ints(hashes: Iterable[str]) -> np.ndarray:
+    return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise Hamming distances between two uint64 hash vectors: (len(a), len(b))."""
+    x = a[:, None] ^ b[None, :]
+    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
+
+
+def intensity_std(img: Image.Image) -> float:
+    return float(np.asarray(img.convert("L"), dtype=np.float32).std())
+
+
+def manifest_frame(rows: Iterable[ManifestRow]) -> pd.DataFrame:
+    df = pd.DataFrame([asdict(r) for r in rows], columns=MANIFEST_COLUMNS)
+    return df.astype({"width": "int64", "height": "int64", "intensity_std": "float64"})
+
+
+def write_manifest(df: pd.DataFrame, root: Path) -> Path:
+    """Write `root/manifest.parquet` atomically, sorted so the file is deterministic."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"manifest is missing columns {missing}")
+    df = df[MANIFEST_COLUMNS].sort_values(["style", "split", "path"]).reset_index(drop=True)
+    out = Path(root) / MANIFEST_NAME
+    with atomic_path(out) as tmp:
+        df.to_parquet(tmp, index=False)
+    return out
+
+
+def read_manifest(root: Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(root) / MANIFEST_NAME)
+
+
+def write_rejects(rows: Iterable[RejectRow], root: Path) -> Path:
+    """Write `root/rejects.csv` atomically (a header only when nothing was rejected)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REJECT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in sorted(rows, key=lambda r: (r.source, r.reason)):
+        writer.writerow(asdict(r))
+    out = Path(root) / REJECTS_NAME
+    atomic_write_text(out, buf.getvalue())
+    return out
+
+
+def read_rejects(root: Path) -> pd.DataFrame:
+    return pd.read_csv(Path(root) / REJECTS_NAME, dtype=str, keep_default_na=False)

@@ -1,0 +1,63 @@
+"""params.yaml validation: every bad key or value is one clear error naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from culturegan.config import Params, dump_params, load_params, parse_params
+from culturegan.errors import ConfigError
+from conftest import REPO_ROOT
+
+
+def test_repository_params_yaml_is_valid_and_matches_schema_defaults_for_data():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.data.is_synthetic
+    # params.yaml documents every data/validation key with the schema's default value
+    assert dump_params(params)["data"] == dump_params(Params())["data"]
+    assert dump_params(params)["validation"] == dump_params(Params())["validation"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"data": {"imgae_size": 32}}, "unknown key 'data.imgae_size' in p.yaml; did you mean 'data.image_size'?"),
+        ({"sed": 3}, "did you mean 'seed'?"),
+        ({"data": {"synthetic": {"stlyes": ["photo"]}}}, "did you mean 'data.synthetic.styles'?"),
+        ({"data": {"image_size": "big"}}, "bad value for 'data.image_size'"),
+        ({"data": {"image_size": 4}}, "greater than or equal to 16"),
+        ({"data": {"source": "ftp://host/x.zip"}}, "unsupported URI scheme"),
+        ({"data": {"synthetic": {"styles": ["photo", "cubism"]}}}, "unknown synthetic style(s) ['cubism']"),
+        ({"validation": {"min_size": 100, "max_size": 50}}, "min_size (100) is larger than max_size (50)"),
+        ({"data": {"style_names": {"A": "Bad Name"}}}, "bad value for 'data.style_names.A'"),
+    ],
+)
+def test_bad_params_are_one_clear_error_naming_the_key(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_params(raw, "p.yaml")
+    assert expected in str(info.value)
+
+
+def test_unknown_key_without_close_match_lists_valid_keys():
+    with pytest.raises(ConfigError, match="valid keys here: .*image_size"):
+        parse_params({"data": {"zzzzzz": 1}})
+
+
+def test_missing_file_and_invalid_yaml_are_config_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_params(scalar)
+
+
+def test_empty_params_file_gives_defaults(tmp_path: Path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_params(empty) == Params()

@@ -1,0 +1,87 @@
+"""Manifest helpers: perceptual hash behaviour, Hamming distances, atomic deterministic writes."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from culturegan.data.manifest import (
+    MANIFEST_COLUMNS,
+    ManifestRow,
+    RejectRow,
+    hamming,
+    intensity_std,
+    manifest_frame,
+    phash,
+    phash_ints,
+    read_manifest,
+    read_rejects,
+    write_manifest,
+    write_rejects,
+)
+
+
+def _picture(seed: int, size: int = 96) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    # smooth random field: a few large blobs, so pHash sees structure rather than noise
+    low = rng.random((6, 6, 3)) * 255
+    return Image.fromarray(low.astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def test_phash_is_stable_under_resize_and_jpeg_but_separates_different_pictures():
+    img = _picture(1)
+    buf = io.BytesIO()
+    img.resize((64, 64)).save(buf, "JPEG", quality=60)
+    recoded = Image.open(io.BytesIO(buf.getvalue()))
+    h, h_recoded, h_other = phash_ints([phash(img), phash(recoded), phash(_picture(2))])
+    d = hamming(np.array([h]), np.array([h_recoded, h_other]))[0]
+    assert d[0] <= 4, "a re-encoded, resized copy must be a near duplicate"
+    assert d[1] > 10, "a different picture must be far away"
+    assert len(phash(img)) == 16
+
+
+def test_hamming_matrix_matches_bit_count():
+    a = np.array([0, 0xFF], dtype=np.uint64)
+    b = np.array([0, 1, 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
+    assert hamming(a, b).tolist() == [[0, 1, 64], [8, 7, 56]]
+
+
+def test_intensity_std_flags_blank_images():
+    assert intensity_std(Image.new("RGB", (32, 32), (200, 10, 10))) == 0.0
+    assert intensity_std(_picture(3)) > 5
+
+
+def test_manifest_write_is_sorted_deterministic_and_leaves_no_temp_files(tmp_path: Path):
+    rows = [
+        ManifestRow(f"styles/{s}/train/{i}.png", s, "train", "", f"{i:064x}", "x", 8, 8, "RGB", f"{i:016x}", 1.0)
+        for s in ("b", "a")
+        for i in range(3)
+    ]
+    write_manifest(manifest_frame(rows), tmp_path)
+    first = (tmp_path / "manifest.parquet").read_bytes()
+    write_manifest(manifest_frame(reversed(rows)), tmp_path)
+    assert (tmp_path / "manifest.parquet").read_bytes() == first
+    df = read_manifest(tmp_path)
+    assert list(df.columns) == MANIFEST_COLUMNS
+    assert df["style"].tolist() == ["a"] * 3 + ["b"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.parquet"]
+
+
+def test_manifest_missing_column_is_refused(tmp_path: Path):
+    df = manifest_frame([]).drop(columns=["phash"])
+    with pytest.raises(ValueError, match="phash"):
+        write_manifest(df, tmp_path)
+
+
+def test_rejects_round_trip_with_header_when_empty(tmp_path: Path):
+    write_rejects([], tmp_path)
+    assert read_rejects(tmp_path).empty
+    write_rejects([RejectRow("s3://b/x.jpg", "corrupt_image", "cannot identify, image", "a", "train")], tmp_path)
+    df = read_rejects(tmp_path)
+    assert df.to_dict("records") == [
+        {"source": "s3://b/x.jpg", "reason": "corrupt_image", "detail": "cannot identify, image", "style": "a", "split": "train"}
+    ]
