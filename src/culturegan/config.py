@@ -8,6 +8,7 @@ valid key in the message.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,11 +45,14 @@ class SyntheticConfig(_Strict):
 
 
 class DownloadConfig(_Strict):
-    """Retries for HTTP(S) and S3 sources."""
+    """Retries, timeouts and size limits for HTTP(S) and S3 sources."""
 
     retries: int = Field(4, ge=0, le=20)
     backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
     timeout_s: float = Field(60.0, gt=0)
+    max_archive_bytes: int = Field(
+        20_000_000_000, ge=1, description="refuse archives (or downloads) larger than this once uncompressed"
+    )
 
 
 class DataConfig(_Strict):
@@ -74,7 +78,7 @@ class DataConfig(_Strict):
     near_duplicate_bits: int = Field(
         4, ge=0, le=32, description="pHash Hamming distance at or below which two images are near duplicates"
     )
-    workers: int = Field(0, ge=0, description="ingest processes; 0 means one per CPU core")
+    workers: int = Field(0, ge=0, description="ingest and rendering processes; 0 means one per CPU core")
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
@@ -111,12 +115,238 @@ class ValidationConfig(_Strict):
         return self
 
 
+class TrackingConfig(_Strict):
+    """MLflow tracking: where runs go. MLFLOW_TRACKING_URI in the environment overrides tracking_uri."""
+
+    tracking_uri: str | None = Field(
+        None,
+        description="None: env MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db; e.g. http://mlflow:5000",
+    )
+    experiment: str = Field("culturegan", min_length=1, max_length=500)
+    artifact_location: str | None = Field(
+        "mlartifacts",
+        description="artifact root given to a NEW experiment: a local folder (local stores only) or s3://...;"
+        " None: the store's default (a tracking server's --artifacts-destination)",
+    )
+    log_system_metrics: bool = Field(True, description="log CPU/memory/disk/GPU use to each training run")
+    system_metrics_interval_s: float = Field(10.0, gt=0, le=3600, description="system metrics sampling period")
+
+    @field_validator("tracking_uri", "artifact_location")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        if uri is not None and not uri.strip():
+            raise ValueError("must not be empty: leave it out (null) for the default")
+        if uri is not None and re.search(r"://[^/@\s]+@", uri):
+            raise ValueError(
+                "must not contain credentials: set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or"
+                " the AWS variables in the environment instead"
+            )
+        return uri
+
+
+class GeneratorConfig(_Strict):
+    """ResNet generator (Johnson et al. 2016, as in CycleGAN/CUT): 2 down, residual blocks, 2 up."""
+
+    ngf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
+    n_blocks: int = Field(6, ge=0, le=32, description="residual blocks at 1/4 resolution (reference: 9)")
+    norm: Literal["instance", "batch", "none"] = "instance"
+
+
+class DiscriminatorConfig(_Strict):
+    """PatchGAN discriminator (Isola et al. 2017): one real/fake score per overlapping patch."""
+
+    ndf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
+    n_layers: int = Field(3, ge=1, le=6, description="stride-2 conv layers (3: 70x70 receptive field)")
+    norm: Literal["instance", "batch", "none"] = "instance"
+
+
+class CycleGANConfig(_Strict):
+    """CycleGAN objective (Zhu et al. 2017): LSGAN + cycle consistency + identity, history pool."""
+
+    lambda_cycle: float = Field(10.0, ge=0, description="weight of the cycle-consistency L1 loss")
+    lambda_identity: float = Field(
+        0.5, ge=0, description="identity L1 weight, as a fraction of lambda_cycle (paper code's convention)"
+    )
+    pool_size: int = Field(50, ge=0, description="history of generated images shown to D; 0 = none")
+
+
+class CUTConfig(_Strict):
+    """CUT / FastCUT objective (Park et al. 2020): LSGAN + PatchNCE over generator features."""
+
+    lambda_gan: float = Field(1.0, ge=0)
+    lambda_nce: float | None = Field(None, ge=0, description="PatchNCE weight; null: 1 for cut, 10 for fastcut")
+    nce_idt: bool | None = Field(
+        None, description="identity PatchNCE on target images; null: true for cut, false for fastcut"
+    )
+    nce_layers: list[int] = Field(
+        default_factory=lambda: [0, 4, 8, 12, 16],
+        min_length=1,
+        description="indices into the generator's layer list whose outputs feed PatchNCE",
+    )
+    num_patches: int = Field(256, ge=1, le=4096, description="patches sampled per layer and image")
+    nce_t: float = Field(0.07, gt=0, description="softmax temperature of PatchNCE")
+    head_dim: int = Field(256, ge=1, description="output size of the 2-layer MLP projection head")
+    flip_equivariance: bool = Field(False, description="randomly flip the input and unflip features (FastCUT)")
+
+    @field_validator("nce_layers")
+    @classmethod
+    def _sorted_unique(cls, layers: list[int]) -> list[int]:
+        if any(i < 0 for i in layers) or sorted(set(layers)) != layers:
+            raise ValueError("must be increasing, non-negative and without repeats, e.g. [0, 4, 8, 12, 16]")
+        return layers
+
+
+class TrainConfig(_Strict):
+    """GAN training: one model per culture pair, objective, networks, schedule and speed knobs."""
+
+    pairs: list[str] = Field(
+        default_factory=lambda: ["photo-inkwash", "photo-ukiyoe", "photo-impressionist"],
+        min_length=1,
+        description="'<source>-<target>' style pairs, one model each",
+    )
+    objective: Literal["cyclegan", "cut", "fastcut"] = "fastcut"
+    steps: int = Field(600, ge=1, description="optimisation steps per pair (each on one batch)")
+    decay_start: float = Field(
+        0.5, ge=0, le=1, description="fraction of steps at constant lr, then linear decay to 0"
+    )
+    batch_size: int = Field(4, ge=1, le=1024, description="global batch (split across DDP ranks)")
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    flip: bool = Field(True, description="random horizontal flip of training images")
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    cyclegan: CycleGANConfig = Field(default_factory=CycleGANConfig)
+    cut: CUTConfig = Field(default_factory=CUTConfig)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if available")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto: bf16 on Ampere+ CUDA and on CPUs with native bf16"
+    )
+    channels_last: bool = Field(False, description="NHWC memory format (helps on CUDA tensor cores)")
+    compile: bool = Field(False, description="torch.compile the networks (slow start, faster steps)")
+    checkpoint_every: int = Field(100, ge=1, description="steps between atomic checkpoints")
+    log_every: int = Field(20, ge=1, description="steps between logged losses")
+    sample_every: int = Field(200, ge=1, description="steps between sample grids")
+    sample_count: int = Field(4, ge=1, le=32, description="source images in each sample grid")
+
+    @field_validator("pairs")
+    @classmethod
+    def _pair_names(cls, pairs: list[str]) -> list[str]:
+        for pair in pairs:
+            parts = pair.split("-")
+            if len(parts) != 2 or not all(re.fullmatch(r"[a-z][a-z0-9_]{0,31}", p) for p in parts):
+                raise ValueError(f"{pair!r} is not '<source>-<target>' with two style names, e.g. 'photo-inkwash'")
+            if parts[0] == parts[1]:
+                raise ValueError(f"{pair!r} transfers a style to itself")
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("pairs must not repeat")
+        return pairs
+
+    @model_validator(mode="after")
+    def _nce_layers_exist(self) -> TrainConfig:
+        # ResnetGenerator's flat layer list: stem 4, 2 x 3 down, n_blocks, 2 x 3 up, head 3.
+        n_layers = 19 + self.generator.n_blocks
+        if self.objective != "cyclegan" and self.cut.nce_layers[-1] >= n_layers:
+            raise ValueError(
+                f"cut.nce_layers {self.cut.nce_layers} index past the generator's {n_layers} layers "
+                f"(generator.n_blocks={self.generator.n_blocks}); use indices below {n_layers}"
+            )
+        return self
+
+    @property
+    def lambda_nce(self) -> float:
+        if self.cut.lambda_nce is not None:
+            return self.cut.lambda_nce
+        return 10.0 if self.objective == "fastcut" else 1.0
+
+    @property
+    def nce_idt(self) -> bool:
+        if self.cut.nce_idt is not None:
+            return self.cut.nce_idt
+        return self.objective == "cut"
+
+
+class ClassifierConfig(_Strict):
+    """Style classifier trained in the pipeline; its penultimate layer is the FID/KID feature space."""
+
+    input_size: int = Field(64, ge=16, le=512, description="images are resized to this square size first")
+    width: int = Field(24, ge=4, le=256, description="channels of the first conv layer (doubled twice)")
+    feature_dim: int = Field(128, ge=8, le=2048, description="size of the penultimate (feature) layer")
+    epochs: int = Field(8, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=4096)
+    lr: float = Field(3e-3, gt=0, description="peak learning rate of the one-cycle schedule (AdamW)")
+    weight_decay: float = Field(1e-4, ge=0)
+    max_shift: int = Field(
+        4, ge=0, le=64, description="random translation in pixels (reflect padding); with flips, the only augmentation"
+    )
+
+
+class GatysConfig(_Strict):
+    """Gatys et al. (2016) optimisation-based transfer; runs only when evaluation.vgg_weights is set."""
+
+    steps: int = Field(40, ge=1, le=5000, description="Adam steps on the output image")
+    lr: float = Field(0.03, gt=0, description="Adam step size on images scaled to [0, 1]")
+    content_weight: float = Field(1.0, ge=0)
+    style_weight: float = Field(1e4, ge=0)
+    max_refs: int = Field(16, ge=1, le=1024, description="target TRAIN images whose mean Gram matrices are the style")
+    batch_size: int = Field(16, ge=1, le=1024)
+
+
+class CultureConfig(_Strict):
+    """Hand-made views of the cultural distance between styles (no downloaded weights)."""
+
+    palette_bins: int = Field(8, ge=2, le=32, description="bins per RGB channel of the palette histogram")
+    edge_threshold: float = Field(
+        0.25, gt=0, description="Sobel magnitude of luminance (in [0, 1]) above which a pixel is an edge"
+    )
+    blank_detail_std: float = Field(
+        0.02, gt=0, le=1, description="local luminance std (5x5, in [0, 1]) below which a pixel has no detail"
+    )
+    blank_tone_margin: float = Field(
+        0.08, ge=0, le=1, description="luminance distance from the paper tone (90th percentile) still counted as paper"
+    )
+
+
+class EvaluationConfig(_Strict):
+    """Per-pair evaluation: metrics on the test split, baselines on the same images, cultural distance."""
+
+    baselines: list[Literal["identity", "reinhard", "histogram", "gatys"]] = Field(
+        default_factory=lambda: ["identity", "reinhard", "histogram", "gatys"],
+        description="baselines run beside the GAN; gatys is skipped unless vgg_weights is set",
+    )
+    kid_subsets: int = Field(100, ge=1, le=10000, description="random subsets averaged by KID")
+    kid_subset_size: int = Field(100, ge=2, description="KID subset size (capped at the smaller set)")
+    hist_bins: int = Field(8, ge=2, le=64, description="bins per RGB channel of the colour histogram distance")
+    batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass of the GAN and extractors")
+    grid_rows: int = Field(6, ge=1, le=64, description="test scenes shown in grid.png")
+    inception_weights: Path | None = Field(
+        None,
+        description="local torchvision inception_v3 state_dict: adds the Inception feature space; never downloaded",
+    )
+    vgg_weights: Path | None = Field(
+        None, description="local torchvision vgg19 state_dict: enables the Gatys baseline; never downloaded"
+    )
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    gatys: GatysConfig = Field(default_factory=GatysConfig)
+    culture: CultureConfig = Field(default_factory=CultureConfig)
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique_baselines(cls, baselines: list[str]) -> list[str]:
+        if len(set(baselines)) != len(baselines):
+            raise ValueError("baselines must not repeat")
+        return baselines
+
+
 class Params(_Strict):
     """The whole params.yaml."""
 
     seed: int = Field(0, ge=0)
     data: DataConfig = Field(default_factory=DataConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
