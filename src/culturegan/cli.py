@@ -38,7 +38,9 @@ def _emit(result: dict[str, Any], out: Path | None = None) -> None:
 def main(
     log_level: Annotated[str, typer.Option(help="logging level: DEBUG, INFO, WARNING")] = "INFO",
 ) -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # Third-party libraries (GX, MLflow, DVC) log chatty INFO lines; show only their warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("culturegan").setLevel(log_level.upper())
 
 
 @app.command()
