@@ -29,3 +29,7 @@ class IngestError(CultureganError):
 
 class ValidationFailed(CultureganError):
     """The data validation gate failed."""
+
+
+class CheckpointError(CultureganError):
+    """A training checkpoint is corrupt, truncated, or was written for another run configuration."""

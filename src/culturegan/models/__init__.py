@@ -1,0 +1,1 @@
+"""Neural networks and losses for unpaired image-to-image translation (CycleGAN, CUT)."""

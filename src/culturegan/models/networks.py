@@ -1,0 +1,235 @@
+"""Networks: the ResNet generator and PatchGAN discriminator of CycleGAN/CUT, and CUT's MLP head.
+
+Code names vs paper names (Zhu et al. 2017, CycleGAN; Park et al. 2020, CUT):
+  ResnetGenerator      G (and F, the reverse generator, in CycleGAN); "resnet_9blocks" in the
+                       paper code, after Johnson et al. 2016
+  PatchDiscriminator   D_X / D_Y, the 70x70 PatchGAN ("basic", n_layers=3)
+  PatchSampleMLP       H_l, CUT's per-layer 2-layer MLP projection head ("netF")
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from culturegan.config import DiscriminatorConfig, GeneratorConfig
+
+N_DOWN = 2  # stride-2 convolutions in the generator's encoder (and transposed ones in the decoder)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "instance":
+        # affine=False, no running stats: as in the paper code; every image is normalised alone
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
+    # Identity keeps the layer indices (CUT's nce_layers) the same for every norm choice.
+    return nn.Identity()
+
+
+def _conv_bias(kind: str) -> bool:
+    # A bias before BatchNorm is cancelled by its mean subtraction; InstanceNorm here has no
+    # affine parameters, so the conv keeps its bias (the paper code's choice).
+    return kind != "batch"
+
+
+class ResnetBlock(nn.Module):
+    """x + conv-norm-relu-conv-norm(x), reflection padded so borders carry no zero artefacts."""
+
+    def __init__(self, dim: int, norm: str) -> None:
+        super().__init__()
+        bias = _conv_bias(norm)
+        self.block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3, bias=bias),
+            _norm(norm, dim),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3, bias=bias),
+            _norm(norm, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)  # (B, C, H, W)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, d2ngf, d4ngf, R4ngf x n_blocks, u2ngf, ungf, c7s1-3; images in [-1, 1].
+
+    The layers form one flat list so CUT can tap the output of any of them by index (nce_layers):
+    0 padded input, 1-3 stem conv/norm/relu, 4-9 the two downsamplings (conv, norm, relu each),
+    10 .. 9+n_blocks residual blocks, then 6 upsampling layers and pad/conv/tanh.
+    """
+
+    def __init__(self, cfg: GeneratorConfig, in_channels: int = 3, out_channels: int = 3) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ngf, norm, bias = cfg.ngf, cfg.norm, _conv_bias(cfg.norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, 7, bias=bias),
+            _norm(norm, ngf),
+            nn.ReLU(True),
+        ]
+        channels = [in_channels, ngf, ngf, ngf]
+        for i in range(N_DOWN):
+            c_in, c_out = ngf * 2**i, ngf * 2 ** (i + 1)
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=bias),
+                _norm(norm, c_out),
+                nn.ReLU(True),
+            ]
+            channels += [c_out] * 3
+        width = ngf * 2**N_DOWN
+        for _ in range(cfg.n_blocks):
+            layers.append(ResnetBlock(width, norm))
+            channels.append(width)
+        for i in range(N_DOWN):
+            c_in, c_out = ngf * 2 ** (N_DOWN - i), ngf * 2 ** (N_DOWN - i - 1)
+            layers += [
+                nn.ConvTranspose2d(
+                    c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=bias
+                ),
+                _norm(norm, c_out),
+                nn.ReLU(True),
+            ]
+            channels += [c_out] * 3
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        channels += [ngf, out_channels, out_channels]
+        self.layers = nn.ModuleList(layers)
+        self.channels = channels  # output channels of each layer, for sizing CUT's MLP head
+
+    def forward(
+        self, x: torch.Tensor, layer_ids: tuple[int, ...] = (), encode_only: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """(B, 3, H, W) -> (B, 3, H, W), H and W multiples of 4.
+
+        With `layer_ids`: (image, outputs of those layers) from one pass; `encode_only` stops
+        after the last listed layer and returns (None, features), as CUT's encode_only. One
+        entry point, so `Module.compile()` covers every use.
+        """
+        if not layer_ids:
+            for layer in self.layers:
+                x = layer(x)
+            return x
+        wanted, last = set(layer_ids), max(layer_ids)
+        feats = []
+        for i, layer in enumerate(self.layers):
+            if encode_only and i > last:
+                return None, feats
+            x = layer(x)
+            if i in wanted:
+                feats.append(x)  # (B, C_i, H_i, W_i)
+        return x, feats
+
+    def forward_with_features(
+        self, x: torch.Tensor, layer_ids: tuple[int, ...]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output image and the outputs of the layers in `layer_ids`, from one pass."""
+        image, feats = self(x, tuple(layer_ids))
+        assert image is not None
+        return image, feats
+
+    def features(self, x: torch.Tensor, layer_ids: tuple[int, ...]) -> list[torch.Tensor]:
+        """Outputs of the layers in `layer_ids`, stopping after the last one."""
+        return self(x, tuple(layer_ids), encode_only=True)[1]
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: C64-C128-C256-C512 (for n_layers=3, ndf=64) then a 1-channel conv.
+
+    Each output score sees one overlapping patch (70x70 pixels for n_layers=3), so the
+    discriminator judges texture and local style, not global layout, at any image size.
+    """
+
+    def __init__(self, cfg: DiscriminatorConfig, in_channels: int = 3) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ndf, norm, bias = cfg.ndf, cfg.norm, _conv_bias(cfg.norm)
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
+            nn.LeakyReLU(0.2, True),
+        ]
+        mult = 1
+        for n in range(1, cfg.n_layers):
+            prev, mult = mult, min(2**n, 8)
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=bias),
+                _norm(norm, ndf * mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+        prev, mult = mult, min(2**cfg.n_layers, 8)
+        layers += [
+            nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=bias),
+            _norm(norm, ndf * mult),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1),
+        ]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # (B, 3, H, W) -> (B, 1, H', W'), H' = H / 2**n_layers - 2
+
+
+def patch_output_size(image_size: int, n_layers: int) -> int:
+    """Side of the PatchGAN score map for square inputs; < 1 means the image is too small."""
+    side = image_size
+    for _ in range(n_layers):
+        side = side // 2  # k4 s2 p1
+    return side - 2  # two k4 s1 p1 convs
+
+
+class PatchSampleMLP(nn.Module):
+    """CUT's H_l: samples the same random locations from each tapped feature map, projects them
+    with a 2-layer MLP per layer, and L2-normalises (so PatchNCE compares cosine similarities)."""
+
+    def __init__(self, in_channels: list[int], dim: int) -> None:
+        super().__init__()
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, dim), nn.ReLU(True), nn.Linear(dim, dim))
+            for c in in_channels
+        )
+
+    def forward(
+        self, feats: list[torch.Tensor], patch_ids: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        out = []
+        for feat, ids, mlp in zip(feats, patch_ids, self.mlps, strict=True):
+            b, c = feat.shape[:2]
+            x = feat.flatten(2)[:, :, ids]  # (B, C, P): the same P locations in every image
+            x = x.transpose(1, 2).reshape(b * ids.numel(), c)  # (B*P, C)
+            x = mlp(x).float()
+            out.append(x / (x.norm(dim=1, keepdim=True) + 1e-7))  # (B*P, dim)
+        return out
+
+
+def sample_patch_ids(
+    feats: list[torch.Tensor], num_patches: int, rng: torch.Generator
+) -> list[torch.Tensor]:
+    """Random locations per feature map, drawn from `rng` (checkpointed; identical on all ranks)."""
+    ids = []
+    for feat in feats:
+        hw = feat.shape[2] * feat.shape[3]
+        perm = torch.randperm(hw, generator=rng)[: min(num_patches, hw)]
+        ids.append(perm.to(feat.device))
+    return ids
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> nn.Module:
+    """N(0, gain) conv/linear weights, N(1, gain) BatchNorm scales, zero biases (the paper code)."""
+
+    def init(m: nn.Module) -> None:
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+    module.apply(init)
+    return module
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,1 @@
+"""GAN training: datasets, objectives, the per-pair training stage, checkpoints and benchmarks."""

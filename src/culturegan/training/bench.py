@@ -1,0 +1,194 @@
+"""Training-step benchmark: images/s and peak memory of the configured objective on random tensors.
+
+`baseline=True` also times plain PyTorch (fp32, eager, contiguous, unfused Adam, one forward per
+input as the paper code does) in the same process, so the tuned path's gain is one ratio.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import threading
+import time
+from typing import Any, Self
+
+import psutil
+import torch
+
+from culturegan.config import Params, TrainConfig
+from culturegan.training.runtime import Runtime, World, resolve_precision
+from culturegan.training.trainer import (
+    Nets,
+    Optimizers,
+    build_nets,
+    build_optimizers,
+    check_sizes,
+    make_runtime,
+    train_step,
+)
+
+
+class _PeakRSS:
+    """Largest resident set size seen while the block runs (sampled every 5 ms)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._proc = psutil.Process()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    def __enter__(self) -> Self:
+        self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+
+class _Path:
+    """One way of running the training step: networks, optimisers and runtime."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        device: torch.device,
+        precision: str,
+        tuned: bool,
+        compile_: bool,
+        seed: int,
+    ):
+        self.cfg, self.device, self.tuned = cfg, device, tuned
+        torch.manual_seed(seed)
+        self.nets: Nets = build_nets(cfg)
+        for m in self.nets.named().values():
+            m.to(device)
+            if self.tuned and cfg.channels_last:
+                m.to(memory_format=torch.channels_last)
+        self.opts: Optimizers = build_optimizers(self.nets, cfg, fast=tuned)
+        self.rt: Runtime = make_runtime(cfg, device, precision, World(), seed, tuned=tuned)
+        if compile_:
+            for m in self.nets.named().values():
+                m.compile()
+        self.precision = precision
+
+    def run(self, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> float:
+        """Seconds for `steps` steps, waiting for the device at the end only."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        for i in range(steps):
+            losses = train_step(batches[i % len(batches)], self.nets, self.opts, self.cfg, self.rt)
+        # Reading a loss waits for all queued work (CUDA) before the clock stops.
+        float(next(iter(losses.values())))
+        return time.perf_counter() - t0
+
+
+def _measure_round(
+    path: _Path, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int
+) -> tuple[float, int]:
+    """Seconds for `steps` steps and peak memory in bytes (CUDA allocated, or CPU process RSS)."""
+    if path.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(path.device)
+        seconds = path.run(batches, steps)
+        return seconds, torch.cuda.max_memory_allocated(path.device)
+    with _PeakRSS() as rss:
+        seconds = path.run(batches, steps)
+    return seconds, rss.peak
+
+
+def bench_train(
+    params: Params,
+    pair: str | None = None,
+    device: str = "cpu",
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,  # mirrors train.compile
+    batch_size: int | None = None,
+    steps: int | None = None,
+    baseline: bool = False,
+    warmup: int = 3,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Full training steps (G and D updates) per second, after `warmup` steps, at the config of
+    `params.train` with the given overrides; random images of data.image_size, no data needed.
+
+    Returns images/s (global batch images per second, the median of `rounds` timings of `steps`
+    steps each) and peak memory; with `baseline`, the plain-PyTorch figures and the speedup too.
+    """
+    overrides: dict[str, Any] = {}
+    if channels_last is not None:
+        overrides["channels_last"] = channels_last
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    cfg = params.train.model_copy(update=overrides)
+    size = params.data.image_size
+    check_sizes(cfg, size)
+    dev = torch.device(device)
+    used_precision = resolve_precision(precision or cfg.precision, dev)
+    use_compile = cfg.compile if compile is None else compile
+    steps = steps or 10
+    gen = torch.Generator().manual_seed(params.seed)
+    batches = [
+        tuple(
+            torch.rand(cfg.batch_size, 3, size, size, generator=gen).mul_(2).sub_(1).to(dev)
+            for _ in range(2)
+        )
+        for _ in range(4)
+    ]
+    paths = {"tuned": _Path(cfg, dev, used_precision, True, use_compile, params.seed)}
+    if baseline:
+        paths["baseline"] = _Path(cfg, dev, "fp32", False, False, params.seed)
+    for p in paths.values():
+        p.run(batches, warmup)
+
+    results: dict[str, Any] = {
+        "pair": pair or params.train.pairs[0],
+        "device": str(dev),
+        "objective": cfg.objective,
+        "image_size": size,
+        "batch_size": cfg.batch_size,
+        "generator": cfg.generator.model_dump(),
+        "discriminator": cfg.discriminator.model_dump(),
+        "steps": steps,
+        "rounds": rounds,
+        "warmup": warmup,
+        "threads": torch.get_num_threads(),
+    }
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    peaks = dict.fromkeys(paths, 0)
+    # Rounds alternate between the paths so that load from other processes hits both alike.
+    for _ in range(rounds):
+        for name, p in paths.items():
+            seconds, peak = _measure_round(p, batches, steps)
+            times[name].append(seconds)
+            peaks[name] = max(peaks[name], peak)
+    for name, p in paths.items():
+        step_s = statistics.median(times[name]) / steps
+        peak = peaks[name]
+        results[name] = {
+            "precision": p.precision,
+            "channels_last": p.rt.channels_last,
+            "compile": use_compile and p.tuned,
+            "fused_adam": p.tuned,
+            "batched_calls": p.rt.batch_calls,
+            "step_ms": round(step_s * 1e3, 2),
+            "images_per_s": round(cfg.batch_size / step_s, 3),
+            "peak_mem_mb": round(peak / 2**20, 1),
+            "peak_mem_kind": "cuda_max_allocated" if dev.type == "cuda" else "process_rss",
+        }
+    if baseline:
+        results["speedup"] = round(
+            results["tuned"]["images_per_s"] / results["baseline"]["images_per_s"], 3
+        )
+    if dev.type == "cpu":
+        results["process_max_rss_mb"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+        )
+    return results

@@ -1,0 +1,146 @@
+"""Training data of one culture pair: both styles' train images in memory, sampled unpaired.
+
+Images stay uint8 (4x smaller than float) and are scaled to [-1, 1] per batch. Sampling draws
+from its own seeded torch.Generator, whose state goes into every checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from culturegan.data.manifest import MANIFEST_NAME, read_manifest
+from culturegan.errors import ConfigError, SourceError
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """'<source>-<target>' -> (source, target); a hyphen is never part of a style name."""
+    parts = pair.split("-")
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise ConfigError(
+            f"bad culture pair {pair!r} in train.pairs",
+            hint="write pairs as '<source>-<target>', e.g. photo-inkwash",
+        )
+    return parts[0], parts[1]
+
+
+def _read_png(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise SourceError(
+            f"cannot read training image {path}: {err}", hint="re-run the prepare stage"
+        ) from None
+    if arr.shape[:2] != (size, size):
+        raise ConfigError(
+            f"{path} is {arr.shape[1]}x{arr.shape[0]} but data.image_size is {size}",
+            hint="re-run the prepare stage after changing data.image_size",
+        )
+    return arr
+
+
+def load_style_images(data_root: Path, style: str, size: int, split: str = "train") -> torch.Tensor:
+    """All images of one style and split, sorted by path: uint8 (N, 3, size, size)."""
+    data_root = Path(data_root)
+    if not (data_root / MANIFEST_NAME).exists():
+        raise ConfigError(
+            f"{data_root / MANIFEST_NAME} not found",
+            hint="run the prepare stage first (dvc repro prepare)",
+        )
+    manifest = read_manifest(data_root)
+    available = sorted(manifest["style"].unique())
+    if style not in available:
+        raise ConfigError(
+            f"train.pairs names style {style!r}, which is not in {data_root / MANIFEST_NAME}",
+            hint=f"available styles: {', '.join(available) or '(none)'}",
+        )
+    rows = manifest[(manifest["style"] == style) & (manifest["split"] == split)].sort_values("path")
+    if rows.empty:
+        raise ConfigError(
+            f"style {style!r} has no {split} images in {data_root / MANIFEST_NAME}",
+            hint="re-run the prepare stage",
+        )
+    arrays = [_read_png(data_root / p, size) for p in rows["path"]]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (the generator's tanh range)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255]."""
+    return ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+
+
+@dataclass
+class PairImages:
+    """Train images of a pair's source (domain A) and target (domain B) style."""
+
+    source: str
+    target: str
+    a: torch.Tensor  # (N_a, 3, H, W) uint8
+    b: torch.Tensor  # (N_b, 3, H, W) uint8
+
+
+def load_pair(
+    data_root: Path, pair: str, size: int, device: torch.device | str = "cpu"
+) -> PairImages:
+    source, target = parse_pair(pair)
+    a = load_style_images(data_root, source, size).to(device)
+    b = load_style_images(data_root, target, size).to(device)
+    return PairImages(source, target, a, b)
+
+
+class UnpairedSampler:
+    """Independent random batches of A and B (with replacement), optionally flipped left-right.
+
+    Every rank draws the same global batch from the same seed and keeps its own slice, so a
+    DDP run sees exactly the images a single process would.
+    """
+
+    def __init__(
+        self,
+        data: PairImages,
+        batch_size: int,
+        seed: int,
+        flip: bool,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size % world_size:
+            raise ConfigError(
+                f"train.batch_size {batch_size} does not split evenly across {world_size} ranks",
+                hint="use a batch size that is a multiple of the number of processes",
+            )
+        self.data = data
+        self.batch_size = batch_size
+        self.flip = flip
+        self.local = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch: (real_a, real_b), float32 in [-1, 1], each (B_local, 3, H, W)."""
+        n = self.batch_size
+        idx_a = torch.randint(len(self.data.a), (n,), generator=self.rng)[self.local]
+        idx_b = torch.randint(len(self.data.b), (n,), generator=self.rng)[self.local]
+        flips = torch.rand(2, n, generator=self.rng)[:, self.local] < 0.5
+        out = []
+        for images, idx, flip in ((self.data.a, idx_a, flips[0]), (self.data.b, idx_b, flips[1])):
+            x = to_unit_range(images[idx.to(images.device)])
+            if self.flip:
+                x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+            out.append(x)
+        return out[0], out[1]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.rng.set_state(state["rng"])

@@ -1,0 +1,235 @@
+"""Where and how training runs: device, precision, optimisers, and data-parallel processes.
+
+Data parallelism averages gradients with one all-reduce per model (gloo on CPU, NCCL on CUDA)
+under `torchrun`; nothing here changes what a single process computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+from culturegan.errors import ConfigError
+from culturegan.models.losses import ImagePool
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the data-parallel processes (rank 0 of 1 when alone)."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce_grads(self, modules: Iterable[nn.Module]) -> None:
+        """Average gradients over processes: the global-batch gradient, as one process gets it."""
+        if self.size == 1:
+            return
+        grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat.div_(self.size)
+        for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
+            g.copy_(synced)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's `x` along dim 0, in rank order (the global batch)."""
+        if self.size == 1:
+            return x
+        parts = [torch.empty_like(x) for _ in range(self.size)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    def local(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of a global batch."""
+        n = x.shape[0] // self.size
+        return x[self.rank * n : (self.rank + 1) * n]
+
+    def mean(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Average scalar tensors over ranks and turn them into floats (one device sync)."""
+        if not values:
+            return {}
+        stacked = torch.stack([v.detach().float() for v in values.values()])
+        if self.size > 1:
+            dist.all_reduce(stacked)
+            stacked /= self.size
+        return dict(zip(values, stacked.cpu().tolist(), strict=True))
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+
+def init_world(device: torch.device) -> tuple[World, bool]:
+    """Join the process group that torchrun describes in the environment, if any.
+
+    Returns the world and whether this call created the group (then the caller destroys it).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size()), False
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World(), False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return World(dist.get_rank(), dist.get_world_size()), True
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device) -> Iterator[World]:
+    """The data-parallel world for a block; a process group created here is destroyed after."""
+    world, owns_group = init_world(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    try:
+        yield world
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "train.device is 'cuda' but no CUDA device is visible", hint="use 'auto' or 'cpu'"
+            )
+        # One GPU per process under torchrun: LOCAL_RANK picks it.
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls run in hardware (elsewhere bf16 is emulated and slow)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.backends.mkldnn.is_available()
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> bf16 on Ampere+ CUDA (fp16 on older GPUs) and on CPUs with native bf16, where
+    bench_train measured whole training steps 1.6-1.9x faster than fp32; else fp32.
+    fp16 is CUDA-only: it needs a gradient scaler."""
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "train.precision fp16 needs a CUDA device", hint="use bf16 or auto on the CPU"
+        )
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    """Everything a train step needs besides the networks, optimisers and the config.
+
+    It holds state (RNG, pools, gradient scaler), never results: losses are returned.
+    """
+
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+    batch_calls: bool = True  # one forward over concatenated inputs where the math allows it
+    world: World = field(default_factory=World)
+    rng: torch.Generator = field(default_factory=torch.Generator)  # patch ids, pool, flips (CPU)
+    pools: dict[str, ImagePool] = field(default_factory=dict)
+    scaler: torch.amp.GradScaler | None = None
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        dtype = AUTOCAST_DTYPES[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def backward_step(
+        self, loss: torch.Tensor, opt: torch.optim.Optimizer, modules: list[nn.Module]
+    ) -> None:
+        """Backward, average gradients over ranks, optimiser step (through the scaler for fp16)."""
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.world.all_reduce_grads(modules)
+            self.scaler.step(opt)
+        else:
+            loss.backward()
+            self.world.all_reduce_grads(modules)
+            opt.step()
+
+    def pool_query(self, name: str, fakes: torch.Tensor) -> torch.Tensor:
+        """The pool acts on the global batch with the shared RNG, so all ranks stay identical."""
+        pool = self.pools[name]
+        if pool.size == 0:
+            return fakes.detach()
+        return self.world.local(pool.query(self.world.gather(fakes.detach().float()), self.rng)).to(
+            fakes.dtype
+        )
+
+
+def make_optimizer(
+    params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float], fast: bool
+) -> torch.optim.Adam:
+    """Adam; `fast` uses the fused kernel (one kernel for all parameters) where available."""
+    params = list(params)
+    if fast:
+        try:
+            return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
+        except RuntimeError:
+            return torch.optim.Adam(params, lr=lr, betas=betas, foreach=True)
+    return torch.optim.Adam(params, lr=lr, betas=betas, foreach=False)
+
+
+def linear_decay(steps: int, decay_start: float) -> Callable[[int], float]:
+    """lr factor: 1 for the first `decay_start` share of steps, then linear down to 0 at `steps`."""
+    constant = round(decay_start * steps)
+    decay = max(1, steps - constant)
+
+    def factor(step: int) -> float:
+        return 1.0 - max(0, step - constant) / decay
+
+    return factor
+
+
+def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
+    # D's weights need no gradient while G learns: skips computing and storing them.
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def eval_mode(modules: Iterable[nn.Module]) -> Iterator[None]:
+    modules = list(modules)
+    states = [m.training for m in modules]
+    for m in modules:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, s in zip(modules, states, strict=True):
+            m.train(s)

@@ -1,0 +1,168 @@
+"""Networks and losses: sizes of the paper's reference models, shapes, init, and loss behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from culturegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig
+from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
+from culturegan.models.networks import (
+    PatchDiscriminator,
+    PatchSampleMLP,
+    ResnetGenerator,
+    count_params,
+    init_weights,
+    patch_output_size,
+    sample_patch_ids,
+)
+
+TINY_G = GeneratorConfig(ngf=8, n_blocks=1)
+TINY_D = DiscriminatorConfig(ndf=8, n_layers=2)
+
+
+def test_reference_generator_has_the_paper_codes_11_38m_parameters():
+    # resnet_9blocks, ngf 64: parameter count does not depend on the image size, so no 256px pass
+    assert count_params(ResnetGenerator(GeneratorConfig(ngf=64, n_blocks=9))) == 11_378_179
+
+
+def test_reference_patchgan_has_the_paper_codes_2_76m_parameters():
+    assert count_params(PatchDiscriminator(DiscriminatorConfig(ndf=64, n_layers=3))) == 2_764_737
+
+
+def test_cpu_default_generator_is_about_2m_parameters():
+    assert count_params(ResnetGenerator(TrainConfig().generator)) == 1_965_059
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch", "none"])
+@pytest.mark.parametrize("size", [16, 32])
+def test_generator_keeps_image_shape_and_tanh_range(norm, size):
+    g = init_weights(ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, norm=norm)))
+    x = torch.rand(2, 3, size, size) * 2 - 1
+    y = g(x)
+    assert y.shape == (2, 3, size, size)  # (B, C, H, W)
+    assert y.abs().max() <= 1
+
+
+def test_generator_features_match_declared_channels_and_one_pass_equals_encoder_only_pass():
+    g = init_weights(ResnetGenerator(TINY_G))
+    layers = (0, 4, 8, 12, 16)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    image, feats = g.forward_with_features(x, layers)
+    assert torch.allclose(image, g(x))
+    assert [f.shape[1] for f in feats] == [g.channels[i] for i in layers]
+    assert feats[0].shape[-1] == 32 + 6  # layer 0 is the reflection-padded input
+    assert feats[1].shape[-1] == 16  # after the first stride-2 conv
+    for a, b in zip(feats, g.features(x, layers), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("size", "n_layers"), [(16, 1), (32, 2), (64, 3)])
+def test_patchgan_output_size_matches_formula(size, n_layers):
+    d = PatchDiscriminator(DiscriminatorConfig(ndf=8, n_layers=n_layers))
+    out = d(torch.zeros(2, 3, size, size))
+    side = patch_output_size(size, n_layers)
+    assert out.shape == (2, 1, side, side)
+
+
+def test_patchgan_too_deep_for_image_size_is_detected_by_formula():
+    assert patch_output_size(16, 3) < 1
+
+
+def test_init_weights_draws_conv_weights_with_std_002_and_zero_biases():
+    torch.manual_seed(0)
+    g = init_weights(ResnetGenerator(GeneratorConfig(ngf=16, n_blocks=2)))
+    convs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert abs(weights.std().item() - 0.02) < 0.002
+    assert abs(weights.mean().item()) < 0.002
+    assert all(m.bias is None or torch.all(m.bias == 0) for m in convs)
+
+
+def test_init_weights_sets_batchnorm_scales_near_one():
+    d = init_weights(PatchDiscriminator(DiscriminatorConfig(ndf=16, n_layers=3, norm="batch")))
+    bns = [m for m in d.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(
+        abs(m.weight.mean().item() - 1) < 0.02 and torch.all(m.bias == 0) for m in bns
+    )
+
+
+def test_lsgan_loss_is_mean_squared_distance_to_target():
+    loss = GANLoss()
+    pred = torch.tensor([[0.0, 1.0], [0.5, 2.0]])
+    assert loss(pred, True).item() == pytest.approx((1 + 0 + 0.25 + 1) / 4)
+    assert loss(pred, False).item() == pytest.approx((0 + 1 + 0.25 + 4) / 4)
+
+
+def test_patchnce_matches_hand_computed_infonce():
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)  # B=2 images x P=3 patches
+    k = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    t = 0.07
+    losses = PatchNCELoss(t)(q, k, batch_size=2)
+    expected = []
+    for b in range(2):
+        qb, kb = q[3 * b : 3 * b + 3], k[3 * b : 3 * b + 3]
+        for i in range(3):
+            pos = qb[i] @ kb[i]
+            negs = [qb[i] @ kb[j] for j in range(3) if j != i] + [
+                torch.tensor(-10.0)
+            ]  # masked diagonal
+            logits = torch.stack([pos, *negs]) / t
+            expected.append(-(pos / t) + torch.logsumexp(logits, 0))
+    assert torch.allclose(losses, torch.stack(expected), atol=1e-5)
+
+
+def test_patchnce_is_lower_when_queries_match_their_own_keys():
+    torch.manual_seed(0)
+    k = torch.nn.functional.normalize(torch.randn(32, 16), dim=1)
+    aligned = PatchNCELoss()(k.clone(), k, batch_size=2).mean()
+    shuffled = PatchNCELoss()(k[torch.randperm(32)], k, batch_size=2).mean()
+    assert aligned < shuffled
+    assert aligned < math.log(16)  # better than chance among 16 candidates per image
+
+
+def test_patchnce_gives_no_gradient_to_keys():
+    q = torch.nn.functional.normalize(torch.randn(8, 4), dim=1).requires_grad_()
+    k = torch.nn.functional.normalize(torch.randn(8, 4), dim=1).requires_grad_()
+    PatchNCELoss()(q, k, batch_size=2).mean().backward()
+    assert q.grad is not None and k.grad is None
+
+
+def test_patch_sampler_takes_same_locations_for_every_image_and_normalises():
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 3, 8, 8), torch.randn(2, 5, 4, 4)]
+    head = init_weights(PatchSampleMLP([3, 5], dim=6))
+    ids = sample_patch_ids(feats, num_patches=10, rng=torch.Generator().manual_seed(1))
+    assert [i.numel() for i in ids] == [10, 10]
+    assert ids[1].unique().numel() == 10 and ids[1].max() < 16
+    out = head(feats, ids)
+    assert [o.shape for o in out] == [(20, 6), (20, 6)]
+    assert torch.allclose(out[0].norm(dim=1), torch.ones(20), atol=1e-3)  # eps 1e-7 as in CUT
+    # a feature map with fewer locations than num_patches gives all of them
+    assert sample_patch_ids([torch.randn(1, 2, 2, 2)], 10, torch.Generator())[0].numel() == 4
+
+
+def test_image_pool_fills_then_mixes_history_and_restores_exactly():
+    rng = torch.Generator().manual_seed(0)
+    pool = ImagePool(4)
+    first = torch.arange(4.0).view(4, 1, 1, 1)
+    assert torch.equal(pool.query(first, rng), first)  # filling: images pass through
+    assert len(pool) == 4
+    state = pool.state_dict()
+    rng_state = rng.get_state()
+    new = torch.full((8, 1, 1, 1), 9.0)
+    out = pool.query(new, rng)
+    assert out.shape == new.shape
+    assert (out != 9).any() and (out == 9).any()  # some swapped for history, some not
+    restored = ImagePool(4)
+    restored.load_state_dict(state)
+    rng.set_state(rng_state)
+    assert torch.equal(restored.query(new, rng), out)
+
+
+def test_image_pool_of_size_zero_passes_images_through():
+    x = torch.randn(3, 3, 4, 4)
+    assert torch.equal(ImagePool(0).query(x, torch.Generator()), x)

@@ -1,0 +1,610 @@
+"""GAN training: steps of each objective, crash-safe resume, checkpoint errors, DDP, benchmark.
+
+Everything runs on a tiny manifest of 32x32 PNGs built here, with 8-filter, 1-block networks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import free_port
+from PIL import Image
+
+from culturegan.config import Params, parse_params
+from culturegan.data.manifest import ManifestRow, manifest_frame, write_manifest
+from culturegan.errors import CheckpointError, ConfigError
+from culturegan.training import trainer
+from culturegan.training.checkpoint import load_generator, read_generator_file
+from culturegan.training.dataset import PairImages, UnpairedSampler
+from culturegan.training.runtime import World, cpu_has_native_bf16, linear_decay, resolve_precision
+from culturegan.training.trainer import (
+    build_nets,
+    build_optimizers,
+    make_runtime,
+    train_pair,
+    train_step,
+)
+
+SIZE = 32
+PAIR = "photo-inkwash"
+TINTS = {"photo": (200, 80, 60), "inkwash": (90, 90, 90), "ukiyoe": (40, 90, 200)}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A manifest with three styles of 8 train + 2 test noisy tinted images each."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    rows = []
+    for style, tint in TINTS.items():
+        for split, n in (("train", 8), ("test", 2)):
+            for i in range(n):
+                arr = np.clip(rng.normal(tint, 40, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+                rel = f"styles/{style}/{split}/{i:03d}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(root / rel)
+                rows.append(
+                    ManifestRow(
+                        rel,
+                        style,
+                        split,
+                        f"scene{i}",
+                        f"{i:064x}",
+                        "test",
+                        SIZE,
+                        SIZE,
+                        "RGB",
+                        "0" * 16,
+                        40.0,
+                    )
+                )
+    write_manifest(manifest_frame(rows), root)
+    return root
+
+
+def tiny_params(objective: str = "fastcut", **train: Any) -> Params:
+    base: dict[str, Any] = {
+        "objective": objective,
+        "steps": 4,
+        "batch_size": 2,
+        "precision": "fp32",
+        "log_every": 2,
+        "checkpoint_every": 2,
+        "sample_every": 2,
+        "sample_count": 2,
+        "generator": {"ngf": 8, "n_blocks": 1},
+        "discriminator": {"ndf": 8, "n_layers": 2},
+        "cut": {"num_patches": 16, "head_dim": 16},
+        "cyclegan": {"pool_size": 3},
+    }
+    for key, value in train.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return parse_params({"seed": 3, "data": {"image_size": SIZE}, "train": base})
+
+
+def _states(nets: trainer.Nets) -> dict[str, torch.Tensor]:
+    return {
+        f"{n}.{k}": v.detach().clone()
+        for n, m in nets.named().items()
+        for k, v in m.state_dict().items()
+    }
+
+
+PROBE = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(99)) * 2 - 1
+
+
+@torch.no_grad()
+def _outputs(nets: trainer.Nets) -> dict[str, torch.Tensor]:
+    """What each network computes on a fixed probe: compared instead of raw weights, because a
+    conv bias right before an affine-free InstanceNorm has a mathematically zero gradient, so
+    Adam turns rounding noise there into updates that change nothing downstream."""
+    outs = {}
+    for name, m in nets.named().items():
+        if name != "head":
+            m.eval()
+            outs[name] = m(PROBE)
+    return outs
+
+
+def _random_batch(n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, SIZE, SIZE, generator=g) * 2 - 1, torch.rand(
+        n, 3, SIZE, SIZE, generator=g
+    ) * 2 - 1
+
+
+def _setup(params: Params, tuned: bool = True):
+    torch.manual_seed(params.seed)
+    nets = build_nets(params.train)
+    opts = build_optimizers(nets, params.train, fast=tuned)
+    rt = make_runtime(
+        params.train, torch.device("cpu"), params.train.precision, World(), 0, tuned=tuned
+    )
+    return nets, opts, rt
+
+
+OBJECTIVES = [
+    ("cyclegan", {}),
+    ("cut", {}),
+    ("fastcut", {}),
+    ("fastcut", {"cut": {"flip_equivariance": True}}),
+    ("cut", {"generator": {"norm": "batch"}, "discriminator": {"norm": "batch"}}),
+    (
+        "cyclegan",
+        {"generator": {"norm": "none"}, "cyclegan": {"lambda_identity": 0.0, "pool_size": 0}},
+    ),
+]
+
+
+@pytest.mark.parametrize(("objective", "extra"), OBJECTIVES)
+def test_train_step_returns_finite_losses_and_updates_every_network(objective, extra):
+    params = tiny_params(objective, **extra)
+    nets, opts, rt = _setup(params)
+    before = _states(nets)
+    losses = train_step(_random_batch(), nets, opts, params.train, rt)
+    expected = {
+        "cyclegan": {"g_ab", "g_ba", "cycle_a", "cycle_b", "d_a", "d_b"},
+        "cut": {"d", "g_gan", "nce", "nce_idt"},
+        "fastcut": {"d", "g_gan", "nce"},
+    }[objective]
+    assert expected <= set(losses)
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    after = _states(nets)
+    for name in nets.named():
+        changed = [
+            k for k in before if k.startswith(name + ".") and not torch.equal(before[k], after[k])
+        ]
+        assert changed, f"{name} did not change"
+
+
+@pytest.mark.parametrize("objective", ["cyclegan", "cut"])
+def test_batched_forward_calls_compute_the_same_update_as_separate_calls(objective):
+    # The tuned path concatenates inputs into fewer generator/discriminator passes; with
+    # per-image normalisation that must not change the maths.
+    params = tiny_params(objective)
+    results = []
+    for tuned in (True, False):
+        nets, opts, rt = _setup(params, tuned=tuned)
+        for i in range(2):
+            losses = train_step(_random_batch(seed=i), nets, opts, params.train, rt)
+        results.append((_outputs(nets), losses))
+    (s1, l1), (s2, l2) = results
+    for k in s1:
+        assert torch.allclose(s1[k], s2[k], atol=1e-4), k
+    for k in l1:
+        assert torch.allclose(l1[k], l2[k], atol=1e-5), k
+
+
+def test_bf16_autocast_step_gives_finite_losses():
+    params = tiny_params("cyclegan", precision="bf16")
+    nets, opts, rt = _setup(params)
+    losses = train_step(_random_batch(), nets, opts, params.train, rt)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_discriminator_learns_to_separate_trivially_different_images():
+    # D of CUT against a frozen-at-init generator whose outputs sit near 0, versus real images
+    # near +1: after a few dozen D steps real and fake scores must be clearly apart.
+    params = tiny_params("fastcut", lr=2e-3)
+    nets, opts, _ = _setup(params)
+    real_a = torch.full((4, 3, SIZE, SIZE), -0.5) + 0.1 * torch.randn(4, 3, SIZE, SIZE)
+    real_b = torch.full((4, 3, SIZE, SIZE), 0.9) + 0.05 * torch.randn(4, 3, SIZE, SIZE)
+    with torch.no_grad():
+        fake = nets.g(real_a)
+    for _ in range(30):
+        opts.d.zero_grad()
+        loss = (
+            trainer._gan_loss(nets.d(fake), False) + trainer._gan_loss(nets.d(real_b), True)
+        ) * 0.5
+        loss.backward()
+        opts.d.step()
+    with torch.no_grad():
+        assert nets.d(real_b).mean() - nets.d(fake).mean() > 0.5
+    assert loss.item() < 0.1
+
+
+def test_lr_schedule_is_constant_then_linear_to_zero():
+    f = linear_decay(10, 0.5)
+    assert [f(s) for s in range(5)] == [1.0] * 5
+    assert [round(f(s), 3) for s in range(5, 11)] == [1.0, 0.8, 0.6, 0.4, 0.2, 0.0]
+    assert linear_decay(4, 0.0)(0) == 1.0 and linear_decay(4, 1.0)(3) == 1.0
+
+
+def test_precision_auto_follows_cpu_bf16_support_and_fp16_needs_cuda():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="train.precision fp16 needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+
+
+def test_sampler_is_seeded_resumable_and_splits_the_global_batch_across_ranks():
+    data = PairImages(
+        "a",
+        "b",
+        torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 2, 2).clone(),
+        torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 3, 2, 2).clone(),
+    )
+    one = UnpairedSampler(data, 4, seed=1, flip=True)
+    first = one.next()
+    state = one.state_dict()
+    second = one.next()
+    again = UnpairedSampler(data, 4, seed=1, flip=True)
+    assert all(torch.equal(x, y) for x, y in zip(again.next(), first, strict=True))
+    again.load_state_dict(state)
+    assert all(torch.equal(x, y) for x, y in zip(again.next(), second, strict=True))
+    ranks = [
+        UnpairedSampler(data, 4, seed=1, flip=True, rank=r, world_size=2).next() for r in range(2)
+    ]
+    assert torch.equal(torch.cat([ranks[0][0], ranks[1][0]]), first[0])
+    assert first[0].min() >= -1 and first[0].max() <= 1
+    with pytest.raises(ConfigError, match="batch_size 3 does not split evenly across 2 ranks"):
+        UnpairedSampler(data, 3, seed=1, flip=False, rank=0, world_size=2)
+
+
+class RecordingTracker:
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+        self.artifacts: list[tuple[Path, str | None]] = []
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.params |= params
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics.append((step, metrics))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        assert Path(path).exists()
+        self.artifacts.append((Path(path), artifact_path))
+
+
+@pytest.mark.parametrize("objective", ["cyclegan", "fastcut"])
+def test_train_pair_writes_generators_samples_metrics_and_logs_to_tracker(
+    data_root, tmp_path, objective
+):
+    tracker = RecordingTracker()
+    result = train_pair(tiny_params(objective), PAIR, data_root, tmp_path / PAIR, tracker=tracker)
+    out = tmp_path / PAIR
+    assert (out / "checkpoints" / "last.pt").exists()
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step_000002.png",
+        "step_000004.png",
+    ]
+    cols = 3 if objective == "cyclegan" else 2
+    assert Image.open(out / "samples" / "step_000004.png").size == (cols * SIZE, 2 * SIZE)
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["images"] == 8 and metrics["images_per_s"] > 0
+    assert set(metrics["final_losses"]) == set(result["final_losses"]) and metrics["final_losses"]
+    # generator.pt is self-describing and loads with weights_only=True
+    g = load_generator(out / "generator.pt")
+    assert g(torch.zeros(1, 3, SIZE, SIZE)).shape == (1, 3, SIZE, SIZE)
+    info = read_generator_file(out / "generator.pt")
+    assert (info["source"], info["target"], info["image_size"]) == ("photo", "inkwash", SIZE)
+    assert (out / "generator_reverse.pt").exists() == (objective == "cyclegan")
+    # tracking: params once, metrics every log_every steps, samples and metrics as artifacts
+    assert tracker.params["pair"] == PAIR and tracker.params["train.objective"] == objective
+    assert [s for s, _ in tracker.metrics] == [2, 4]
+    assert {"lr", "images_per_s"} <= set(tracker.metrics[-1][1])
+    assert any(k.startswith("loss/") for k in tracker.metrics[-1][1])
+    assert ("samples" in {a for _, a in tracker.artifacts}) and any(
+        p.name == "train_metrics.json" for p, _ in tracker.artifacts
+    )
+
+
+def test_same_seed_gives_identical_weights(data_root, tmp_path):
+    params = tiny_params("cyclegan", steps=3)
+    train_pair(params, PAIR, data_root, tmp_path / "one")
+    train_pair(params, PAIR, data_root, tmp_path / "two")
+    a = read_generator_file(tmp_path / "one" / "generator.pt")["state_dict"]
+    b = read_generator_file(tmp_path / "two" / "generator.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _checkpoint_nets(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)
+    return {f"{n}.{k}": v for n, sd in state["nets"].items() for k, v in sd.items()}
+
+
+def _checkpoint_outputs(path: Path, params: Params) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)
+    nets = build_nets(params.train)
+    for name, m in nets.named().items():
+        m.load_state_dict(state["nets"][name])
+    return _outputs(nets)
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("objective", "extra"),
+    [("cyclegan", {}), ("cut", {"precision": "auto", "cut": {"flip_equivariance": True}})],
+)
+def test_resume_after_kill_gives_same_weights_as_uninterrupted_run(
+    data_root, tmp_path, monkeypatch, objective, extra
+):
+    n = 3
+    params = tiny_params(objective, steps=2 * n, checkpoint_every=n, **extra)
+    straight = train_pair(params, PAIR, data_root, tmp_path / "straight")
+
+    real_step = trainer.train_step
+    calls = {"n": 0}
+
+    def dying_step(*args: Any) -> dict[str, torch.Tensor]:
+        calls["n"] += 1
+        if calls["n"] == n + 2:  # one step past the checkpoint at step n: that work is lost
+            raise SimulatedKill
+        return real_step(*args)
+
+    monkeypatch.setattr(trainer, "train_step", dying_step)
+    with pytest.raises(SimulatedKill):
+        train_pair(params, PAIR, data_root, tmp_path / "killed")
+    assert (
+        torch.load(tmp_path / "killed" / "checkpoints" / "last.pt", weights_only=True)["step"] == n
+    )
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    resumed = train_pair(params, PAIR, data_root, tmp_path / "killed")
+
+    assert resumed["resumed_from"] == n and resumed["steps"] == 2 * n
+    a = _checkpoint_nets(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = _checkpoint_nets(tmp_path / "killed" / "checkpoints" / "last.pt")
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
+    assert resumed["final_losses"] == pytest.approx(straight["final_losses"], rel=1e-4, abs=1e-6)
+
+
+def test_finished_run_rerun_only_rewrites_outputs(data_root, tmp_path, monkeypatch):
+    params = tiny_params("fastcut")
+    train_pair(params, PAIR, data_root, tmp_path)
+    before = read_generator_file(tmp_path / "generator.pt")["state_dict"]
+    (tmp_path / "generator.pt").unlink()
+    (tmp_path / "train_metrics.json").unlink()
+
+    def no_training(*args: Any) -> None:
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(trainer, "train_step", no_training)
+    result = train_pair(params, PAIR, data_root, tmp_path)
+    after = read_generator_file(tmp_path / "generator.pt")["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (
+        result["resumed_from"] == 4
+        and json.loads((tmp_path / "train_metrics.json").read_text())["steps"] == 4
+    )
+
+
+def test_more_steps_continue_a_finished_run(data_root, tmp_path):
+    train_pair(tiny_params("fastcut", steps=2), PAIR, data_root, tmp_path)
+    result = train_pair(tiny_params("fastcut", steps=4), PAIR, data_root, tmp_path)
+    assert (result["resumed_from"], result["steps"]) == (2, 4)
+
+
+@pytest.fixture
+def trained(data_root: Path, tmp_path: Path) -> Path:
+    out = tmp_path / PAIR
+    train_pair(tiny_params("fastcut", steps=2), PAIR, data_root, out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
+        pytest.param(lambda b: b"\x00garbage" * 100, id="garbage"),
+        pytest.param(lambda b: b"", id="empty"),
+    ],
+)
+def test_damaged_checkpoint_is_a_clear_error_not_a_silent_restart(data_root, trained, damage):
+    ckpt = trained / "checkpoints" / "last.pt"
+    ckpt.write_bytes(damage(ckpt.read_bytes()))
+    with pytest.raises(CheckpointError) as info:
+        train_pair(tiny_params("fastcut", steps=2), PAIR, data_root, trained)
+    assert str(ckpt) in info.value.message and "--no-resume" in info.value.hint
+    # resume=False is the documented way out: it trains from scratch over the bad file
+    assert (
+        train_pair(tiny_params("fastcut", steps=2), PAIR, data_root, trained, resume=False)[
+            "resumed_from"
+        ]
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "pair", "mentions"),
+    [
+        (
+            tiny_params("cyclegan", steps=2),
+            PAIR,
+            "objective: 'fastcut' in the file, 'cyclegan' now",
+        ),
+        (tiny_params("fastcut", steps=2, generator={"ngf": 4}), PAIR, "generator"),
+        (tiny_params("fastcut", steps=2, cut={"num_patches": 8}), PAIR, "losses"),
+        (
+            tiny_params("fastcut", steps=2),
+            "photo-ukiyoe",
+            "pair: 'photo-inkwash' in the file, 'photo-ukiyoe' now",
+        ),
+    ],
+    ids=["objective", "ngf", "nce-patches", "pair"],
+)
+def test_checkpoint_of_another_run_is_a_clear_error(data_root, trained, params, pair, mentions):
+    with pytest.raises(CheckpointError) as info:
+        train_pair(params, pair, data_root, trained)
+    assert (
+        mentions in info.value.message
+        and str(trained / "checkpoints" / "last.pt") in info.value.message
+    )
+    assert "delete it" in info.value.hint
+
+
+def test_checkpoint_with_mismatched_weights_is_a_clear_error(data_root, trained):
+    ckpt = trained / "checkpoints" / "last.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["nets"]["g"] = {k: v[:1] for k, v in state["nets"]["g"].items()}
+    torch.save(state, ckpt)
+    with pytest.raises(CheckpointError, match="does not fit network g"):
+        train_pair(tiny_params("fastcut", steps=2), PAIR, data_root, trained)
+
+
+def test_non_generator_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "generator.pt"
+    torch.save({"something": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointError, match="not a culturegan generator file"):
+        load_generator(bad)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_generator(tmp_path / "absent.pt")
+
+
+def test_pair_with_unknown_style_names_train_pairs_and_available_styles(data_root, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        train_pair(tiny_params(), "photo-cubism", data_root, tmp_path)
+    assert "train.pairs" in info.value.message and "'cubism'" in info.value.message
+    assert "inkwash, photo, ukiyoe" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    "pairs", [["photo_inkwash"], ["photo-ink-wash"], ["photo-photo"], ["a-b", "a-b"]]
+)
+def test_malformed_pairs_in_params_are_config_errors(pairs):
+    with pytest.raises(ConfigError, match="train.pairs"):
+        parse_params({"train": {"pairs": pairs}})
+
+
+def test_nce_layers_past_the_generator_are_config_errors():
+    with pytest.raises(ConfigError, match="index past the generator's 20 layers"):
+        parse_params(
+            {
+                "train": {
+                    "objective": "cut",
+                    "generator": {"n_blocks": 1},
+                    "cut": {"nce_layers": [0, 20]},
+                }
+            }
+        )
+
+
+def test_image_too_small_for_discriminator_depth_is_a_config_error(data_root, tmp_path):
+    with pytest.raises(ConfigError, match="train.discriminator.n_layers 5 is too deep"):
+        train_pair(tiny_params(discriminator={"n_layers": 5}), PAIR, data_root, tmp_path)
+
+
+def test_bench_train_reports_throughput_memory_and_speedup_over_plain_pytorch():
+    from culturegan.training.bench import bench_train
+
+    result = bench_train(
+        tiny_params("cyclegan"), steps=1, warmup=1, rounds=1, baseline=True, precision="auto"
+    )
+    for path in ("tuned", "baseline"):
+        assert result[path]["images_per_s"] > 0 and result[path]["peak_mem_mb"] > 0
+    assert result["baseline"]["precision"] == "fp32" and not result["baseline"]["fused_adam"]
+    assert result["speedup"] == pytest.approx(
+        result["tuned"]["images_per_s"] / result["baseline"]["images_per_s"], rel=1e-2
+    )
+    assert result["batch_size"] == 2 and result["image_size"] == SIZE
+
+
+def _ddp_worker(
+    rank: int, world_size: int, port: int, params_json: str, data_root: str, out: str
+) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        GLOO_SOCKET_IFNAME="lo",
+    )
+    torch.set_num_threads(1)
+    train_pair(parse_params(json.loads(params_json)), PAIR, Path(data_root), Path(out))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["cyclegan", "cut"])
+def test_two_process_ddp_gives_the_same_weights_as_one_process(data_root, tmp_path, objective):
+    import torch.multiprocessing as mp
+
+    params = tiny_params(objective, steps=3, checkpoint_every=3)
+    single = train_pair(params, PAIR, data_root, tmp_path / "single")
+    mp.spawn(
+        _ddp_worker,
+        args=(
+            2,
+            free_port(),
+            json.dumps(params.model_dump(mode="json")),
+            str(data_root),
+            str(tmp_path / "ddp"),
+        ),
+        nprocs=2,
+    )
+    a = _checkpoint_outputs(tmp_path / "single" / "checkpoints" / "last.pt", params)
+    b = _checkpoint_outputs(tmp_path / "ddp" / "checkpoints" / "last.pt", params)
+    # Summing gradients over ranks rounds differently; Adam's normalisation magnifies that on
+    # near-zero gradients, so after 3 steps outputs agree to ~1e-4, not bit for bit.
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-3), k
+    ddp_metrics = json.loads((tmp_path / "ddp" / "train_metrics.json").read_text())
+    assert ddp_metrics["world_size"] == 2
+    assert ddp_metrics["final_losses"] == pytest.approx(single["final_losses"], rel=1e-3, abs=1e-4)
+
+
+_TRAIN_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from culturegan.config import parse_params
+from culturegan.training.trainer import train_pair
+torch.set_num_threads(1)
+train_pair(parse_params(json.loads(sys.argv[1])), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(data_root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    params = tiny_params(
+        "cyclegan", steps=60, checkpoint_every=4, sample_every=1000, log_every=1000
+    )
+    out = tmp_path / "killed"
+    ckpt = out / "checkpoints" / "last.pt"
+    args = [
+        sys.executable,
+        "-c",
+        _TRAIN_SCRIPT,
+        json.dumps(params.model_dump(mode="json")),
+        PAIR,
+        str(data_root),
+        str(out),
+    ]
+    proc = subprocess.Popen(args)
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup of any kind: the worst case
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < params.train.steps
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same thread count as the killed process: same rounding
+    try:
+        resumed = train_pair(params, PAIR, data_root, out)
+        train_pair(params, PAIR, data_root, tmp_path / "straight")
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed["resumed_from"] == killed_at
+    a = _checkpoint_nets(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = _checkpoint_nets(ckpt)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
