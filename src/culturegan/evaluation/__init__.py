@@ -1,0 +1,1 @@
+"""Evaluation: style classifier, transfer metrics, baselines and the cultural distance between styles."""

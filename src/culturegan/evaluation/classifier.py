@@ -1,0 +1,260 @@
+"""A small CNN style classifier trained in the pipeline; its penultimate layer is the FID/KID feature space.
+
+No downloaded weights: the feature space is learnt from the TRAIN split of the styles themselves,
+so it is about these styles (Inception's ImageNet classes are not; RESEARCH.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from culturegan.config import ClassifierConfig, Params
+from culturegan.errors import CheckpointError
+from culturegan.evaluation.imageset import load_split, manifest_styles
+from culturegan.fileio import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_FILE = "classifier.pt"
+CLASSIFIER_REPORT = "classifier.json"
+FORMAT_VERSION = 1
+
+
+def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class StyleNet(nn.Module):
+    """Five 3x3 conv layers, global average pooling, a feature layer and a linear head.
+
+    The first layer keeps full resolution because style lives in fine texture (paper grain,
+    dry-brush fibre, brush dabs); pooling over the whole image throws the scene layout away.
+    """
+
+    def __init__(self, n_styles: int, width: int = 32, feature_dim: int = 128) -> None:
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            _conv(3, w, 1),  # (B, w, S, S)
+            _conv(w, w, 2),  # (B, w, S/2, S/2)
+            _conv(w, 2 * w, 2),  # (B, 2w, S/4, S/4)
+            _conv(2 * w, 4 * w, 2),  # (B, 4w, S/8, S/8)
+            _conv(4 * w, 4 * w, 2),  # (B, 4w, S/16, S/16)
+        )
+        self.embed = nn.Sequential(nn.Linear(4 * w, feature_dim), nn.ReLU(inplace=True))
+        self.head = nn.Linear(feature_dim, n_styles)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [-1, 1] -> (B, feature_dim) penultimate activations."""
+        return self.embed(self.body(x).mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def to_input(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, size, size) in [-1, 1] (antialiased resize if needed)."""
+    x = (
+        torch.from_numpy(np.ascontiguousarray(images))
+        .permute(0, 3, 1, 2)
+        .float()
+        .div(127.5)
+        .sub(1.0)
+    )
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+    return x
+
+
+@dataclass
+class StyleClassifier:
+    """A trained StyleNet with its style list: features and probabilities of uint8 image batches."""
+
+    net: StyleNet
+    styles: list[str]
+    input_size: int
+    batch_size: int = 64
+    name: str = "classifier"
+
+    @torch.no_grad()
+    def _run(self, images: np.ndarray, head: bool) -> np.ndarray:
+        self.net.eval()
+        out = []
+        for i in range(0, len(images), self.batch_size):
+            x = to_input(images[i : i + self.batch_size], self.input_size)
+            f = self.net.features(x)
+            out.append((F.softmax(self.net.head(f), dim=1) if head else f).double().numpy())
+        dim = len(self.styles) if head else self.net.head.in_features
+        return np.concatenate(out) if out else np.zeros((0, dim))
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(N, feature_dim) float64 penultimate-layer features: the 'classifier' feature space."""
+        return self._run(images, head=False)
+
+    __call__ = features
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """(N, n_styles) softmax probabilities, columns in the order of `styles`."""
+        return self._run(images, head=True)
+
+
+def _augment(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips and translations: both keep every style cue (colour, strokes, grain)."""
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if max_shift == 0:
+        return x
+    size = x.shape[-1]
+    padded = F.pad(x, (max_shift,) * 4, mode="reflect")
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=gen).tolist()
+    return torch.stack(
+        [padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets)]
+    )
+
+
+def _confusion(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(true * n + pred, minlength=n * n).reshape(n, n)
+
+
+def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> dict[str, Any]:
+    """Train the style classifier on the TRAIN split of every style; score it on the TEST split.
+
+    Writes `out_dir/classifier.pt` (loadable with torch.load(weights_only=True)) and
+    `out_dir/classifier.json` (test accuracy per style and the confusion matrix).
+    """
+    start = time.perf_counter()
+    cfg: ClassifierConfig = params.evaluation.classifier
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    styles = manifest_styles(data_root, "train")
+    if len(styles) < 2:
+        raise CheckpointError(
+            f"the style classifier needs at least two styles with train images in {data_root}, found {styles}",
+            hint="prepare data with two or more styles",
+        )
+    train = [load_split(data_root, s, "train") for s in styles]
+    test = [load_split(data_root, s, "test") for s in styles]
+    x_train = to_input(np.concatenate([t.images for t in train]), cfg.input_size)
+    y_train = torch.cat([torch.full((len(t),), k, dtype=torch.long) for k, t in enumerate(train)])
+
+    torch.manual_seed(params.seed)
+    gen = torch.Generator().manual_seed(params.seed)
+    net = StyleNet(len(styles), cfg.width, cfg.feature_dim)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(x_train) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+    )
+    net.train()
+    correct = seen = 0
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(x_train), generator=gen)
+        correct = seen = 0
+        loss_sum = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two samples; a lone last image is dropped this epoch
+                continue
+            x = _augment(x_train[idx], cfg.max_shift, gen)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(idx)
+            correct += int((logits.detach().argmax(1) == y_train[idx]).sum())
+            seen += len(idx)
+        log.info(
+            "classifier epoch %d/%d: loss %.4f, train accuracy %.3f",
+            epoch + 1,
+            cfg.epochs,
+            loss_sum / max(seen, 1),
+            correct / max(seen, 1),
+        )
+
+    clf = StyleClassifier(net.eval(), styles, cfg.input_size, cfg.batch_size)
+    y_true = np.concatenate([np.full(len(t), k) for k, t in enumerate(test)])
+    y_pred = clf.predict_proba(np.concatenate([t.images for t in test])).argmax(1)
+    confusion = _confusion(y_true, y_pred, len(styles))
+    per_style = {
+        s: float(confusion[k, k] / max(confusion[k].sum(), 1)) for k, s in enumerate(styles)
+    }
+    seconds = time.perf_counter() - start
+
+    checkpoint = {
+        "format_version": FORMAT_VERSION,
+        "state_dict": net.state_dict(),
+        "styles": styles,
+        "config": cfg.model_dump(mode="json"),
+        "seed": params.seed,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / CLASSIFIER_FILE) as tmp:
+        torch.save(checkpoint, tmp)
+    report = {
+        "styles": styles,
+        "test_accuracy": float((y_pred == y_true).mean()),
+        "test_accuracy_per_style": per_style,
+        "confusion": {
+            "rows": "true style",
+            "columns": "predicted style",
+            "matrix": confusion.tolist(),
+        },
+        "train_accuracy_last_epoch": correct / max(seen, 1),
+        "n_train": {t.style: len(t) for t in train},
+        "n_test": {t.style: len(t) for t in test},
+        "feature_dim": cfg.feature_dim,
+        "epochs": cfg.epochs,
+        "seed": params.seed,
+        "seconds": round(seconds, 3),
+    }
+    atomic_write_text(out_dir / CLASSIFIER_REPORT, json.dumps(report, indent=2) + "\n")
+    log.info("style classifier: test accuracy %.3f in %.1f s", report["test_accuracy"], seconds)
+    return {
+        "classifier": str(out_dir / CLASSIFIER_FILE),
+        "report": str(out_dir / CLASSIFIER_REPORT),
+        "test_accuracy": report["test_accuracy"],
+        "test_accuracy_per_style": per_style,
+        "seconds": report["seconds"],
+    }
+
+
+def load_classifier(path: Path, batch_size: int = 64) -> StyleClassifier:
+    """Load `classifier.pt` written by train_style_classifier (weights only: no code is unpickled)."""
+    path = Path(path)
+    hint = "run the classifier stage (`culturegan train-classifier`) to write it"
+    if not path.is_file():
+        raise CheckpointError(f"style classifier {path} not found", hint=hint)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path} has format {ckpt.get('format_version')}, expected {FORMAT_VERSION}",
+                hint=hint,
+            )
+        cfg = ClassifierConfig.model_validate(ckpt["config"])
+        net = StyleNet(len(ckpt["styles"]), cfg.width, cfg.feature_dim)
+        net.load_state_dict(ckpt["state_dict"])
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a truncated or foreign file fails in many ways; all mean "rewrite it")
+        raise CheckpointError(
+            f"{path} is not a readable style classifier: {err}", hint=hint
+        ) from None
+    return StyleClassifier(net.eval(), list(ckpt["styles"]), cfg.input_size, batch_size)

@@ -1,0 +1,258 @@
+"""The per-pair `evaluate` stage: the GAN and every baseline on the same test images, all metrics, a grid.
+
+Inputs are the TEST split of the source style; the distribution reference is the TEST split of
+the target style; baselines take their style from the target's TRAIN split only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from culturegan.config import Params
+from culturegan.errors import CheckpointError, ConfigError
+from culturegan.evaluation import metrics
+from culturegan.evaluation.baselines import make_baselines
+from culturegan.evaluation.classifier import load_classifier
+from culturegan.evaluation.imageset import load_split, scene_pairs
+from culturegan.fileio import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+Translate = Callable[[np.ndarray], np.ndarray]  # uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)
+METRICS_FILE = "metrics.json"
+GRID_FILE = "grid.png"
+GAN = "gan"
+
+
+def module_translator(module: Any, batch_size: int = 32) -> Translate:
+    """Wrap a generator nn.Module mapping [-1, 1] (B, 3, H, W) to [-1, 1] as a uint8 -> uint8 callable."""
+    import torch
+
+    def translate(images: np.ndarray) -> np.ndarray:
+        module.eval()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
+                x = x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+                y = module(x).float().clamp(-1.0, 1.0)
+                out.append(((y + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        return np.concatenate(out)
+
+    return translate
+
+
+def load_translator(generator_path: Path, batch_size: int = 32) -> Translate:
+    """The trained generator at `generator_path` (via the trainer's load_generator) as a Translate."""
+    path = Path(generator_path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"generator {path} not found", hint="run the train stage for this pair first"
+        )
+    from culturegan.training.trainer import load_generator
+
+    return module_translator(load_generator(path), batch_size)
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    parts = pair.split("-")
+    if (
+        len(parts) != 2
+        or not all(re.fullmatch(r"[a-z][a-z0-9_]{0,31}", p) for p in parts)
+        or parts[0] == parts[1]
+    ):
+        raise ConfigError(
+            f"pair {pair!r} is not '<source>-<target>' with two different style names",
+            hint="e.g. 'photo-inkwash', as in train.pairs in params.yaml",
+        )
+    return parts[0], parts[1]
+
+
+def _feature_spaces(params: Params, classifier: Any) -> dict[str, metrics.FeatureFn]:
+    spaces: dict[str, metrics.FeatureFn] = {"classifier": classifier.features}
+    if params.evaluation.inception_weights is not None:
+        spaces["inception"] = metrics.InceptionFeatures(
+            params.evaluation.inception_weights, params.evaluation.batch_size
+        )
+    return spaces
+
+
+def evaluate_pair(
+    params: Params,
+    pair: str,
+    data_root: Path,
+    model_dir: Path | None,
+    classifier_path: Path,
+    out_dir: Path,
+    translate: Translate | None = None,
+    generator_file: str = "generator.pt",
+) -> dict[str, Any]:
+    """Score the GAN of `pair` and every baseline on the source TEST images; write metrics.json and grid.png.
+
+    The GAN is `translate` if given, else `model_dir/generator_file` (e.g. generator_reverse.pt for
+    CycleGAN's target->source direction, evaluated under the reversed pair name); with neither,
+    only the baselines are scored. Ground-truth metrics are added when source and target test
+    images share scene keys (the synthetic benchmark).
+    """
+    start = time.perf_counter()
+    cfg = params.evaluation
+    source, target = parse_pair(pair)
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    if translate is None and model_dir is not None:
+        translate = load_translator(Path(model_dir) / generator_file, cfg.batch_size)
+
+    src = load_split(data_root, source, "test")
+    tgt = load_split(data_root, target, "test")
+    refs = load_split(data_root, target, "train")
+    if src.images.shape[1:] != tgt.images.shape[1:]:
+        raise ConfigError(
+            f"{source} and {target} test images differ in size: {src.images.shape[1:]} vs {tgt.images.shape[1:]}",
+            hint="prepare both styles with the same data.image_size",
+        )
+    classifier = load_classifier(classifier_path, cfg.batch_size)
+    if target not in classifier.styles:
+        raise CheckpointError(
+            f"the style classifier {classifier_path} does not know style {target!r} (it has {classifier.styles})",
+            hint="retrain the classifier on data that includes the target style",
+        )
+    target_index = classifier.styles.index(target)
+    spaces = _feature_spaces(params, classifier)
+    aligned = scene_pairs(src, tgt)
+
+    methods, skipped = make_baselines(cfg, params.seed)
+    if translate is not None:
+        methods = {GAN: translate, **methods}
+    else:
+        skipped[GAN] = "no model_dir given: baselines only"
+
+    kid_args = {"subsets": cfg.kid_subsets, "subset_size": cfg.kid_subset_size, "seed": params.seed}
+    target_feats = {name: fn(tgt.images) for name, fn in spaces.items()}
+    source_feats = {name: fn(src.images) for name, fn in spaces.items()}
+    reference: dict[str, Any] = {"target_real": {}, "source_vs_target": {}}
+    kid_identity: dict[str, float] = {}
+    for name in spaces:
+        floor = metrics.real_floor(target_feats[name], **kid_args)
+        reference["target_real"].update(
+            {
+                f"kid_{name}_floor": floor["kid"],
+                f"kid_{name}_floor_std": floor["kid_std"],
+                f"fid_{name}_floor": floor["fid"],
+                "floor_n_per_half": floor["n_per_half"],
+            }
+        )
+        kid_identity[name], kid_std = metrics.kid(
+            source_feats[name], target_feats[name], **kid_args
+        )
+        reference["source_vs_target"].update(
+            {
+                f"kid_{name}": kid_identity[name],
+                f"kid_{name}_std": kid_std,
+                f"fid_{name}": metrics.fid(source_feats[name], target_feats[name]),
+            }
+        )
+    reference["target_real"]["style_accuracy"] = metrics.style_accuracy(
+        classifier.predict_proba(tgt.images), target_index
+    )
+
+    records: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, np.ndarray] = {}
+    for name, method in methods.items():
+        t0 = time.perf_counter()
+        out = method(src.images) if name == GAN else method(src.images, refs.images)
+        seconds = time.perf_counter() - t0
+        if out.shape != src.images.shape or out.dtype != np.uint8:
+            raise ValueError(
+                f"method {name!r} returned {out.dtype} {out.shape}, expected uint8 {src.images.shape}"
+            )
+        outputs[name] = out
+        record: dict[str, Any] = {"n_images": len(out)}
+        for space, fn in spaces.items():
+            record.update(
+                metrics.distribution_metrics(
+                    space, fn(out), target_feats[space], kid_identity[space], **kid_args
+                )
+            )
+        proba = classifier.predict_proba(out)
+        record["style_accuracy"] = metrics.style_accuracy(proba, target_index)
+        record["target_probability"] = float(proba[:, target_index].mean())
+        record.update(metrics.content_preservation(src.images, out))
+        if aligned is not None:
+            ia, ib = aligned
+            record.update(metrics.ground_truth_metrics(out[ia], tgt.images[ib], cfg.hist_bins))
+        record["seconds"] = round(seconds, 3)
+        records[name] = record
+        log.info(
+            "%s %s: kid_classifier %.4f, style accuracy %.2f",
+            pair,
+            name,
+            record["kid_classifier"],
+            record["style_accuracy"],
+        )
+
+    result = {
+        "pair": pair,
+        "source": source,
+        "target": target,
+        "seed": params.seed,
+        "image_size": int(src.images.shape[1]),
+        "n_images": {
+            "source_test": len(src),
+            "target_test": len(tgt),
+            "target_train_refs": len(refs),
+            "ground_truth_pairs": 0 if aligned is None else len(aligned[0]),
+        },
+        "feature_spaces": list(spaces),
+        "ground_truth": aligned is not None,
+        "methods": records,
+        "reference": reference,
+        "skipped": skipped,
+        "classifier": str(classifier_path),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    atomic_write_text(out_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n")
+    _write_grid(
+        out_dir / GRID_FILE, src.images, outputs, tgt.images, aligned, source, target, cfg.grid_rows
+    )
+    log.info("evaluated %s in %.1f s", pair, result["seconds"])
+    return {
+        "metrics": str(out_dir / METRICS_FILE),
+        "grid": str(out_dir / GRID_FILE),
+        "methods": list(records),
+        "ground_truth": aligned is not None,
+        "seconds": result["seconds"],
+    }
+
+
+def _write_grid(
+    path: Path,
+    sources: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    truth_set: np.ndarray,
+    aligned: tuple[np.ndarray, np.ndarray] | None,
+    source: str,
+    target: str,
+    rows: int,
+) -> None:
+    """Rows: test scenes; columns: source | each method | the true target rendering when known."""
+    from culturegan.data.synthetic import preview_grid
+
+    if aligned is not None:
+        src_idx, truth_idx = aligned[0][:rows], aligned[1][:rows]
+    else:
+        src_idx, truth_idx = np.arange(min(rows, len(sources))), None
+    labels = [f"source ({source})", *outputs]
+    columns = [sources[src_idx], *(out[src_idx] for out in outputs.values())]
+    if truth_idx is not None:
+        labels.append(f"truth ({target})")
+        columns.append(truth_set[truth_idx])
+    grid_rows = [[col[i] for col in columns] for i in range(len(src_idx))]
+    with atomic_path(path) as tmp:
+        preview_grid(grid_rows, labels).save(tmp, format="PNG")

@@ -1,0 +1,125 @@
+"""Image operations shared by metrics, baselines and cultural-distance views (numpy/scipy only)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+# sRGB (D65) <-> XYZ, the matrices used by scikit-image, so Lab values agree with skimage.color.
+_RGB_TO_XYZ = np.array(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
+_XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float64 in [0, 1]."""
+    return np.asarray(images, dtype=np.float64) / 255.0
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """float images in [0, 1] -> uint8, rounded and clipped."""
+    return np.clip(np.rint(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
+
+
+def rgb_to_lab(images: np.ndarray) -> np.ndarray:
+    """uint8 sRGB (..., 3) -> CIE Lab (D65, 2 degree observer), float64: L in [0, 100]."""
+    c = to_unit(images)
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ _RGB_TO_XYZ.T / _WHITE_D65
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
+    L = 116.0 * f[..., 1] - 16.0
+    a = 500.0 * (f[..., 0] - f[..., 1])
+    b = 200.0 * (f[..., 1] - f[..., 2])
+    return np.stack([L, a, b], axis=-1)
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """CIE Lab (..., 3) -> uint8 sRGB; colours outside the sRGB gamut are clipped."""
+    lab = np.asarray(lab, dtype=np.float64)
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    xyz = np.where(f**3 > 0.008856, f**3, (f - 16.0 / 116.0) / 7.787) * _WHITE_D65
+    lin = np.clip(xyz @ _XYZ_TO_RGB.T, 0.0, None)
+    c = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+    return to_uint8(c)
+
+
+def luminance(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB (N, H, W, 3) -> luma (ITU-R BT.601, as PIL's 'L') in [0, 1], (N, H, W)."""
+    return to_unit(images) @ np.array([0.299, 0.587, 0.114])
+
+
+def sobel_magnitude(gray: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of (N, H, W) images; divided by 4 so a unit step scores 1."""
+    gx = ndimage.sobel(gray, axis=-1, mode="reflect")
+    gy = ndimage.sobel(gray, axis=-2, mode="reflect")
+    return np.hypot(gx, gy) / 4.0
+
+
+def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> np.ndarray:
+    """Per-image SSIM of (N, H, W) float batches (Wang et al. 2004, gaussian window).
+
+    Same definition as skimage's structural_similarity(gaussian_weights=True,
+    use_sample_covariance=False): population covariances, the border of one window radius left out.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 3:
+        raise ValueError(
+            f"ssim needs two (N, H, W) batches of one shape, got {x.shape} and {y.shape}"
+        )
+    truncate = 3.5
+    radius = int(truncate * sigma + 0.5)
+    if min(x.shape[1:]) < 2 * radius + 1:
+        raise ValueError(
+            f"images of {x.shape[1:]} are smaller than the {2 * radius + 1}-pixel SSIM window"
+        )
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(
+            a, sigma=(0, sigma, sigma), truncate=truncate, mode="reflect"
+        )
+
+    ux, uy = blur(x), blur(y)
+    vx = blur(x * x) - ux * ux
+    vy = blur(y * y) - uy * uy
+    vxy = blur(x * y) - ux * uy
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
+    return s[:, radius:-radius, radius:-radius].mean(axis=(1, 2))
+
+
+def ssim_rgb(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-image SSIM of uint8 RGB batches (N, H, W, 3): the mean over the three channels."""
+    xs = np.moveaxis(to_unit(x), -1, 1).reshape(-1, *x.shape[1:3])
+    ys = np.moveaxis(to_unit(y), -1, 1).reshape(-1, *y.shape[1:3])
+    return ssim(xs, ys).reshape(len(x), 3).mean(axis=1)
+
+
+def edge_map(images: np.ndarray) -> np.ndarray:
+    """Sobel magnitude of luminance, scaled per image by its 99th percentile and clipped to [0, 1].
+
+    The per-image scale makes the map about where edges are, not how strong: styles change
+    contrast (ink on paper, flat prints) and that should not count as losing the content.
+    """
+    mag = sobel_magnitude(luminance(images))
+    scale = np.percentile(mag.reshape(len(mag), -1), 99, axis=1)
+    return np.clip(mag / np.maximum(scale, 1e-6)[:, None, None], 0.0, 1.0)
+
+
+def rgb_histograms(images: np.ndarray, bins: int) -> np.ndarray:
+    """Normalised joint RGB histograms, (N, bins**3), one per uint8 image."""
+    q = (np.asarray(images, dtype=np.int64) * bins) // 256  # (N, H, W, 3) bin per channel
+    index = (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+    n = len(images)
+    flat = index.reshape(n, -1) + (np.arange(n) * bins**3)[:, None]
+    counts = np.bincount(flat.ravel(), minlength=n * bins**3).reshape(n, bins**3)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def hellinger(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hellinger distance in [0, 1] between rows of two normalised histogram arrays."""
+    bc = np.sqrt(np.asarray(p) * np.asarray(q)).sum(axis=-1)
+    return np.sqrt(np.clip(1.0 - bc, 0.0, None))

@@ -1,0 +1,404 @@
+"""Evaluation metrics, the style classifier and the evaluate stage, on a tiny synthetic benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from culturegan.config import GeneratorConfig, Params
+from culturegan.data.synthetic import make_scene, prepare_synthetic, render
+from culturegan.errors import CheckpointError, ConfigError, SourceError
+from culturegan.evaluation import imageops, metrics
+from culturegan.evaluation.baselines import histogram_matching, identity, reinhard
+from culturegan.evaluation.classifier import load_classifier, train_style_classifier
+from culturegan.evaluation.evaluate import evaluate_pair, module_translator
+
+SIZE = 32
+
+
+def tiny_params(**evaluation) -> Params:
+    return Params.model_validate(
+        {
+            "data": {
+                "image_size": SIZE,
+                "workers": 1,
+                "synthetic": {"train_scenes": 30, "test_scenes": 12},
+            },
+            "evaluation": {
+                "classifier": {"epochs": 12, "batch_size": 16, "input_size": SIZE},
+                "kid_subsets": 20,
+                "grid_rows": 3,
+                **evaluation,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path, Path, dict]:
+    """4 styles x (30 train + 12 test) scenes at 32 px, and a style classifier trained on them."""
+    root = tmp_path_factory.mktemp("bench")
+    params = tiny_params()
+    prepare_synthetic(params, root / "data")
+    result = train_style_classifier(params, root / "data", root / "clf")
+    return params, root / "data", Path(result["classifier"]), result
+
+
+def scenes(style: str, seeds: range, size: int = SIZE) -> np.ndarray:
+    return np.stack([render(make_scene(s), style, size) for s in seeds])
+
+
+# --- KID / FID -------------------------------------------------------------------------------
+
+
+def test_kid_and_fid_of_a_set_against_itself_are_zero_and_below_another_style(bench):
+    clf_path = bench[2]
+    clf = load_classifier(clf_path)
+    photo = clf.features(scenes("photo", range(40)))
+    photo_again = clf.features(scenes("photo", range(40)))
+    inkwash = clf.features(scenes("inkwash", range(40)))
+    self_kid, _ = metrics.kid(photo, photo_again, subsets=10, seed=0)
+    other_kid, _ = metrics.kid(photo, inkwash, subsets=10, seed=0)
+    # Against itself the unbiased estimate is only O(1/n) from 0 (the cross term keeps k(x, x)).
+    assert abs(self_kid) < 0.02 * other_kid
+    assert abs(metrics.fid(photo, photo_again)) < 1e-6 * metrics.fid(photo, inkwash)
+    assert other_kid > 0 and metrics.fid(photo, inkwash) > 0
+
+
+def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_a_shifted_one():
+    rng = np.random.default_rng(0)
+    same, shifted = [], []
+    for _ in range(30):
+        a, b = rng.normal(size=(40, 16)), rng.normal(size=(40, 16))
+        c = rng.normal(loc=0.5, size=(40, 16))
+        same.append(metrics.kid(a, b, subsets=1)[0])
+        shifted.append(metrics.kid(a, c, subsets=1)[0])
+    same, shifted = np.array(same), np.array(shifted)
+    # Unbiased: the mean over repetitions is within sampling error of 0 (a V-statistic would be
+    # positive by about 2 E[k(x,x)] / n), and some single estimates are negative.
+    assert abs(same.mean()) < 3 * same.std() / np.sqrt(len(same))
+    assert (same < 0).any()
+    assert shifted.mean() > 10 * same.std()
+
+
+def test_kid_std_over_subsets_is_positive_when_subsets_are_smaller_than_the_sets():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(200, 8)), rng.normal(loc=0.3, size=(200, 8))
+    mean, std = metrics.kid(a, b, subsets=20, subset_size=50, seed=3)
+    assert std > 0
+    assert (mean, std) == metrics.kid(a, b, subsets=20, subset_size=50, seed=3)  # seeded
+
+
+def test_fid_matches_the_closed_form_for_gaussians_and_stays_finite_when_singular():
+    rng = np.random.default_rng(2)
+    d = 4
+    a = rng.normal(size=(20000, d))
+    b = rng.normal(loc=1.0, scale=2.0, size=(20000, d))
+    # ||mu||^2 + tr(I + 4I - 2 * 2I) = d + d
+    assert metrics.fid(a, b) == pytest.approx(2 * d, rel=0.05)
+    few = metrics.fid(rng.normal(size=(10, 32)), rng.normal(size=(10, 32)))  # covariances of rank 9
+    assert np.isfinite(few) and few > 0
+
+
+def test_relative_gain_is_share_of_source_target_kid_closed_and_none_without_a_gap():
+    assert metrics.relative_gain(2.0, 8.0) == pytest.approx(0.75)
+    assert metrics.relative_gain(8.0, 8.0) == 0.0
+    assert metrics.relative_gain(1.0, 0.0) is None
+    assert metrics.relative_gain(1.0, -0.01) is None
+
+
+def test_real_floor_splits_the_target_set_in_two_halves():
+    feats = np.random.default_rng(3).normal(size=(61, 8))
+    floor = metrics.real_floor(feats, subsets=5)
+    assert floor["n_per_half"] == 30
+    assert abs(floor["kid"]) < 0.5 and floor["fid"] > 0
+
+
+def test_style_accuracy_is_share_of_argmax_on_target():
+    proba = np.array([[0.6, 0.4], [0.2, 0.8], [0.1, 0.9], [0.5, 0.5]])
+    assert metrics.style_accuracy(proba, 1) == 0.5
+
+
+# --- image operations and content / ground-truth metrics --------------------------------------
+
+
+def test_ssim_and_lab_agree_with_scikit_image():
+    skm = pytest.importorskip("skimage.metrics")
+    skc = pytest.importorskip("skimage.color")
+    rng = np.random.default_rng(4)
+    x = rng.random((2, 24, 24))
+    y = np.clip(x + rng.normal(scale=0.1, size=x.shape), 0, 1)
+    ours = imageops.ssim(x, y)
+    theirs = [
+        skm.structural_similarity(
+            x[i],
+            y[i],
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+        for i in range(2)
+    ]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9)
+    img = scenes("ukiyoe", range(2))
+    np.testing.assert_allclose(imageops.rgb_to_lab(img), skc.rgb2lab(img), atol=1e-3)
+    assert np.abs(imageops.lab_to_rgb(imageops.rgb_to_lab(img)).astype(int) - img).max() <= 1
+
+
+@pytest.mark.parametrize("target", ["inkwash", "ukiyoe", "impressionist"])
+def test_shuffled_outputs_lose_content_preservation_against_outputs_of_the_same_scene(target):
+    src = scenes("photo", range(12))
+    truth = scenes(target, range(12))  # a perfect transfer: same scene, other style
+    recoloured = reinhard(src, scenes(target, range(100, 120)))
+    for out, keys in (
+        (truth, ["content_edge_ssim"]),
+        (recoloured, ["content_ssim", "content_edge_ssim"]),
+    ):
+        right = metrics.content_preservation(src, out)
+        wrong = metrics.content_preservation(src, np.roll(out, 1, axis=0))  # another scene's output
+        for key in keys:
+            assert right[key] > 1.5 * wrong[key], (key, right, wrong)
+    same = metrics.content_preservation(src, src)
+    assert same["content_ssim"] == pytest.approx(1.0) and same[
+        "content_edge_ssim"
+    ] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("target", ["inkwash", "ukiyoe", "impressionist"])
+def test_true_target_rendering_beats_identity_reinhard_and_histogram_on_ground_truth_metrics(
+    target,
+):
+    src = scenes("photo", range(10))
+    truth = scenes(target, range(10))
+    refs = scenes(target, range(100, 130))  # other scenes: the style, not the answers
+    # The truth after a small degradation, so the comparison is not against an exact copy.
+    noise = np.random.default_rng(5).normal(scale=6.0, size=truth.shape)
+    near_truth = np.clip(truth + noise, 0, 255).astype(np.uint8)
+    ours = metrics.ground_truth_metrics(near_truth, truth)
+    for baseline in (identity, reinhard, histogram_matching):
+        theirs = metrics.ground_truth_metrics(baseline(src, refs), truth)
+        assert ours["gt_ssim"] > theirs["gt_ssim"], baseline.__name__
+        assert ours["gt_psnr"] > theirs["gt_psnr"], baseline.__name__
+        assert ours["gt_hist_hellinger"] < theirs["gt_hist_hellinger"], baseline.__name__
+    # The true rendering of ANOTHER scene has the right style but the wrong content: it must lose.
+    shuffled = metrics.ground_truth_metrics(np.roll(truth, 1, axis=0), truth)
+    assert ours["gt_ssim"] > shuffled["gt_ssim"] and ours["gt_psnr"] > shuffled["gt_psnr"]
+
+
+def test_exact_copy_scores_perfect_and_finite_psnr():
+    img = scenes("photo", range(3))
+    gt = metrics.ground_truth_metrics(img, img)
+    assert gt["gt_ssim"] == pytest.approx(1.0) and gt["gt_hist_hellinger"] == pytest.approx(
+        0.0, abs=1e-7
+    )
+    assert np.isfinite(gt["gt_psnr"]) and gt["gt_psnr"] >= 99
+
+
+# --- style classifier ---------------------------------------------------------------------------
+
+
+def test_classifier_separates_the_synthetic_styles_and_writes_its_report(bench):
+    _, _, clf_path, result = bench
+    report = json.loads((clf_path.parent / "classifier.json").read_text())
+    assert report["styles"] == ["impressionist", "inkwash", "photo", "ukiyoe"]
+    assert report["test_accuracy"] >= 0.9
+    assert min(report["test_accuracy_per_style"].values()) >= 0.75
+    confusion = np.array(report["confusion"]["matrix"])
+    assert confusion.shape == (4, 4) and confusion.sum() == 4 * 12
+    assert result["test_accuracy"] == report["test_accuracy"]
+
+
+def test_classifier_checkpoint_loads_with_weights_only_and_gives_features_and_probabilities(bench):
+    _, _, clf_path, _ = bench
+    ckpt = torch.load(clf_path, map_location="cpu", weights_only=True)
+    assert ckpt["styles"] == ["impressionist", "inkwash", "photo", "ukiyoe"]
+    assert ckpt["config"]["feature_dim"] == 128
+    clf = load_classifier(clf_path)
+    imgs = scenes("inkwash", range(5))
+    assert clf.features(imgs).shape == (5, 128)
+    proba = clf.predict_proba(imgs)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    # Other image sizes are resized to the classifier's input size.
+    assert clf.features(scenes("inkwash", range(2), size=48)).shape == (2, 128)
+
+
+def test_classifier_training_is_reproducible_with_the_same_seed(tmp_path: Path, bench):
+    _, data, _, _ = bench
+    params = tiny_params(classifier={"epochs": 1, "input_size": SIZE, "width": 8})
+    a = train_style_classifier(params, data, tmp_path / "a")
+    b = train_style_classifier(params, data, tmp_path / "b")
+    sa = torch.load(a["classifier"], weights_only=True)["state_dict"]
+    sb = torch.load(b["classifier"], weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_missing_or_corrupt_classifier_is_a_checkpoint_error(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_classifier(tmp_path / "absent.pt")
+    bad = tmp_path / "classifier.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable style classifier"):
+        load_classifier(bad)
+
+
+# --- Inception (optional, local weights only) ---------------------------------------------------
+
+
+def test_missing_inception_weights_is_a_config_error_naming_the_key(tmp_path: Path, bench):
+    params, data, clf_path, _ = bench
+    params = tiny_params(inception_weights=str(tmp_path / "nope.pth"))
+    with pytest.raises(ConfigError, match=r"evaluation\.inception_weights"):
+        evaluate_pair(params, "photo-inkwash", data, None, clf_path, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"evaluation\.inception_weights"):
+        metrics.InceptionFeatures(tmp_path / "nope.pth")
+
+
+def test_inception_features_come_from_a_local_state_dict(tmp_path: Path):
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    torch.save(
+        net.state_dict(), tmp_path / "inception.pth"
+    )  # with AuxLogits, as torchvision ships it
+    feats = metrics.InceptionFeatures(tmp_path / "inception.pth")(scenes("photo", range(2)))
+    assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(ConfigError, match="not a torchvision inception_v3 state_dict"):
+        metrics.InceptionFeatures(tmp_path / "wrong.pth")
+
+
+# --- the evaluate stage --------------------------------------------------------------------------
+
+
+def _blur_generator() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")
+    return net
+
+
+def test_evaluate_pair_scores_every_method_on_the_same_images_and_names_the_feature_space(
+    tmp_path: Path, bench
+):
+    params, data, clf_path, _ = bench
+    out = tmp_path / "photo-inkwash"
+    result = evaluate_pair(
+        params,
+        "photo-inkwash",
+        data,
+        None,
+        clf_path,
+        out,
+        translate=module_translator(_blur_generator()),
+    )
+    assert result["ground_truth"] is True
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["pair"], m["source"], m["target"], m["seed"]) == (
+        "photo-inkwash",
+        "photo",
+        "inkwash",
+        0,
+    )
+    assert m["n_images"] == {
+        "source_test": 12,
+        "target_test": 12,
+        "target_train_refs": 30,
+        "ground_truth_pairs": 12,
+    }
+    assert list(m["methods"]) == ["gan", "identity", "reinhard", "histogram"]
+    assert "gatys" in m["skipped"] and "vgg_weights" in m["skipped"]["gatys"]
+    for name, rec in m["methods"].items():
+        for key in (
+            "kid_classifier",
+            "kid_classifier_std",
+            "fid_classifier",
+            "kid_classifier_relative_gain",
+            "style_accuracy",
+            "content_ssim",
+            "content_edge_ssim",
+            "gt_ssim",
+            "gt_psnr",
+            "gt_hist_hellinger",
+        ):
+            assert np.isfinite(rec[key]), (name, key)
+        assert not any(k.startswith(("kid", "fid")) and "classifier" not in k for k in rec), name
+    identity_rec = m["methods"]["identity"]
+    assert identity_rec["kid_classifier"] == pytest.approx(
+        m["reference"]["source_vs_target"]["kid_classifier"]
+    )
+    assert identity_rec["kid_classifier_relative_gain"] == pytest.approx(0.0)
+    assert identity_rec["content_ssim"] == pytest.approx(1.0)
+    assert m["methods"]["reinhard"]["kid_classifier"] < identity_rec["kid_classifier"]
+    # Real target images are the ceiling of the deception rate and the floor of KID.
+    assert (
+        m["reference"]["target_real"]["style_accuracy"]
+        >= m["methods"]["identity"]["style_accuracy"]
+    )
+    assert m["reference"]["target_real"]["kid_classifier_floor"] < identity_rec["kid_classifier"]
+    grid = Image.open(out / "grid.png")
+    assert grid.width > 5 * SIZE and grid.height > 3 * SIZE  # 3 rows; source, 4 methods, truth
+
+
+def test_evaluate_pair_gives_baselines_only_train_images_of_the_target_as_references(
+    tmp_path: Path, bench, monkeypatch
+):
+    params, data, clf_path, _ = bench
+    seen = []
+
+    def recording(sources: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        seen.append(refs.copy())
+        return sources.copy()
+
+    import culturegan.evaluation.evaluate as ev
+
+    monkeypatch.setattr(ev, "make_baselines", lambda cfg, seed: ({"recording": recording}, {}))
+    evaluate_pair(params, "photo-ukiyoe", data, None, clf_path, tmp_path / "o")
+    train = np.stack(
+        [np.asarray(Image.open(p)) for p in sorted((data / "styles/ukiyoe/train").glob("*.png"))]
+    )
+    test = np.stack(
+        [np.asarray(Image.open(p)) for p in sorted((data / "styles/ukiyoe/test").glob("*.png"))]
+    )
+    assert len(seen) == 1 and np.array_equal(seen[0], train)
+    assert not any((seen[0] == t).all(axis=(1, 2, 3)).any() for t in test)
+
+
+def test_evaluate_pair_loads_the_trained_generator_file(tmp_path: Path, bench):
+    from culturegan.models.networks import ResnetGenerator
+    from culturegan.training.checkpoint import save_generator
+
+    params, data, clf_path, _ = bench
+    torch.manual_seed(0)
+    save_generator(
+        tmp_path / "model" / "generator.pt", ResnetGenerator(GeneratorConfig(ngf=4, n_blocks=1)), {}
+    )
+    result = evaluate_pair(
+        params, "photo-impressionist", data, tmp_path / "model", clf_path, tmp_path / "o"
+    )
+    assert result["methods"][0] == "gan"
+    with pytest.raises(CheckpointError, match="generator_reverse.pt not found"):
+        evaluate_pair(
+            params,
+            "impressionist-photo",
+            data,
+            tmp_path / "model",
+            clf_path,
+            tmp_path / "o2",
+            generator_file="generator_reverse.pt",
+        )
+
+
+def test_evaluate_pair_rejects_bad_pair_names_and_styles_the_classifier_does_not_know(
+    tmp_path: Path, bench
+):
+    params, data, clf_path, _ = bench
+    with pytest.raises(ConfigError, match="not '<source>-<target>'"):
+        evaluate_pair(params, "photo_inkwash", data, None, clf_path, tmp_path)
+    with pytest.raises(SourceError, match="no test images of style .cubism."):
+        evaluate_pair(params, "photo-cubism", data, None, clf_path, tmp_path)
