@@ -49,10 +49,9 @@ def prepare(
     summary: Annotated[Path | None, typer.Option(help="also write the summary JSON here")] = None,
 ) -> None:
     """Render the embedded benchmark or ingest real data (data.source in params.yaml)."""
-    from culturegan.config import load_params
     from culturegan.data.prepare import prepare as prepare_stage
 
-    p = load_params(params)
+    p = _load(params)
     _emit(prepare_stage(p), summary)
 
 
@@ -62,15 +61,136 @@ def validate(
     result: Annotated[Path | None, typer.Option(help="write the validation result JSON here")] = None,
 ) -> None:
     """Run the Great Expectations gate on the manifest; exit 1 if it fails. Data Docs either way."""
-    from culturegan.config import load_params
     from culturegan.validation import validate_data
 
-    p = load_params(params)
+    p = _load(params)
     report = validate_data(p, p.data.root, result_path=result)
     typer.echo(report.summary)
     typer.echo(f"Data Docs: {report.docs_index}")
     if not report.success:
         raise ValidationFailed("data validation failed", hint=f"see {report.docs_index}")
+
+
+PairOpt = Annotated[str, typer.Option("--pair", help="culture pair '<source>-<target>', e.g. photo-inkwash")]
+NoTrackOpt = Annotated[bool, typer.Option("--no-track", help="do not log to MLflow")]
+
+
+def _load(params: Path):
+    from culturegan.config import load_params
+
+    return load_params(params)
+
+
+@app.command()
+def classifier(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Train the style classifier: the pipeline's own feature space for FID/KID and deception rate."""
+    from culturegan.stages import classifier_stage
+
+    p = _load(params)
+    _emit(classifier_stage(p, p.data.root))
+
+
+@app.command()
+def culture(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Cultural distance matrix between the styles, from real held-out images (before any training)."""
+    from culturegan.stages import culture_stage
+
+    p = _load(params)
+    _emit(culture_stage(p, p.data.root))
+
+
+@app.command()
+def train(
+    pair: PairOpt,
+    params: ParamsOpt = Path("params.yaml"),
+    resume: Annotated[bool, typer.Option(help="continue from the pair's last compatible checkpoint")] = True,
+    no_track: NoTrackOpt = False,
+) -> None:
+    """Train the GAN of one culture pair (runs under torchrun for multi-process DDP too)."""
+    from culturegan.stages import train_stage
+
+    p = _load(params)
+    _emit(train_stage(p, pair, p.data.root, resume=resume, track=not no_track))
+
+
+@app.command()
+def evaluate(pair: PairOpt, params: ParamsOpt = Path("params.yaml")) -> None:
+    """Metrics of the pair's GAN and of every baseline on the held-out test split."""
+    from culturegan.stages import evaluate_stage
+
+    p = _load(params)
+    _emit(evaluate_stage(p, pair, p.data.root))
+
+
+@app.command()
+def analyze(params: ParamsOpt = Path("params.yaml"), no_track: NoTrackOpt = False) -> None:
+    """Transfer quality vs cultural distance over all pairs; writes report/index.html."""
+    from culturegan.stages import analyze_stage
+
+    p = _load(params)
+    _emit(analyze_stage(p, track=not no_track))
+
+
+@app.command()
+def register(
+    pair: PairOpt,
+    params: ParamsOpt = Path("params.yaml"),
+    summary: Annotated[Path | None, typer.Option(help="also write the decisions JSON here")] = None,
+) -> None:
+    """Register the pair's model(s) in MLflow; alias `champion` only if it beats the current one."""
+    from culturegan.stages import register_stage
+
+    p = _load(params)
+    _emit(register_stage(p, pair), summary)
+
+
+@app.command()
+def stylize(
+    inputs: Annotated[Path, typer.Argument(help="an image or a folder of images")],
+    out: Annotated[Path, typer.Argument(help="folder for the stylised PNGs")],
+    model: Annotated[str, typer.Option("--model", help="e.g. models:/culturegan-photo-to-inkwash@champion")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Stylise images with a registered model (local sqlite store or a tracking server)."""
+    from culturegan.registry import stylize as run_stylize
+
+    _emit(run_stylize(model, inputs, out, _load(params).tracking))
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Argument(help="model version to make champion")],
+    reason: Annotated[str, typer.Option(help="why the gate is overruled (recorded as a tag)")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Make a version the champion by hand, e.g. after the evaluation set changed."""
+    from culturegan.registry import promote as run_promote
+
+    _emit(run_promote(_load(params).tracking, name, version, reason))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    pair: Annotated[str | None, typer.Option(help="pair (only names the run; data is random)")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 (default: train.precision)")] = None,
+    channels_last: Annotated[bool | None, typer.Option(help="NHWC memory format")] = None,
+    compile: Annotated[bool | None, typer.Option(help="torch.compile")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="batch size (default: train.batch_size)")] = None,
+    steps: Annotated[int | None, typer.Option(help="timed steps per round")] = None,
+    baseline: Annotated[bool, typer.Option(help="plain PyTorch: fp32, eager, no channels_last")] = False,
+) -> None:
+    """Training throughput (images/s) and peak memory for a config; JSON."""
+    from culturegan.training.bench import bench_train
+
+    _emit(
+        bench_train(
+            _load(params), pair=pair, device=device, precision=precision, channels_last=channels_last,
+            compile=compile, batch_size=batch_size, steps=steps, baseline=baseline,
+        )
+    )
 
 
 @bench_app.command("ingest")

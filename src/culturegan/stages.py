@@ -1,0 +1,202 @@
+"""The pipeline's stages after data preparation, one function each, with their standard paths.
+
+`dvc.yaml` (through the CLI), the KFP components and the end-to-end tests call these functions;
+each composes package pieces (training + MLflow tracking, evaluation of both directions, the
+analysis + report + MLflow logging) and returns a small JSON-able dict.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from culturegan.config import Params
+
+log = logging.getLogger(__name__)
+
+# Standard locations, relative to the working directory (the repository root for `dvc repro`).
+RUNS_ROOT = Path("runs")
+CLASSIFIER_DIR = Path("runs/style_classifier")
+CULTURE_DIR = Path("reports/culture")
+EVAL_ROOT = Path("reports/eval")
+REPORT_DIR = Path("report")
+PARENT_RUN_FILE = "mlflow_parent_run_id.txt"  # under data.cache_dir: shared by the stage processes
+
+
+def parent_run_file(params: Params) -> Path:
+    return Path(params.data.cache_dir) / PARENT_RUN_FILE
+
+
+def classifier_stage(params: Params, data_root: Path, out_dir: Path = CLASSIFIER_DIR) -> dict[str, Any]:
+    """Train the style classifier whose features are the pipeline's own FID/KID space."""
+    from culturegan.evaluation.classifier import train_style_classifier
+
+    return train_style_classifier(params, Path(data_root), Path(out_dir))
+
+
+def culture_stage(
+    params: Params, data_root: Path, classifier_dir: Path = CLASSIFIER_DIR, out_dir: Path = CULTURE_DIR
+) -> dict[str, Any]:
+    """The cultural distance matrix from real held-out images, fixed before any GAN is trained."""
+    from culturegan.evaluation.classifier import CLASSIFIER_FILE
+    from culturegan.evaluation.culture import culture_stage as run_culture
+
+    return run_culture(params, Path(data_root), Path(classifier_dir) / CLASSIFIER_FILE, Path(out_dir))
+
+
+def checkpoint_dir(params: Params, pair: str) -> Path:
+    """Where a pair's checkpoints live: outside DVC's outputs (which DVC deletes before re-running
+    a stage), keyed by the run's fingerprint so that changed params start a new run instead of
+    colliding with an incompatible checkpoint, while a killed run resumes on `dvc repro`."""
+    import hashlib
+    import json
+
+    from culturegan.training.trainer import run_fingerprint
+
+    key = hashlib.sha256(json.dumps(run_fingerprint(params, pair), sort_keys=True).encode()).hexdigest()
+    return Path(params.data.cache_dir) / "checkpoints" / pair / key[:16]
+
+
+def train_stage(
+    params: Params,
+    pair: str,
+    data_root: Path,
+    runs_root: Path = RUNS_ROOT,
+    resume: bool = True,
+    track: bool = True,
+) -> dict[str, Any]:
+    """Train the GAN of `pair` into `runs_root/<pair>`, tracked as a nested MLflow run.
+
+    A killed training resumes from its last checkpoint (see `checkpoint_dir`), in the same MLflow
+    run; the MLflow run id is also written to `runs_root/<pair>/run_id.txt` for later stages.
+    """
+    from culturegan.fileio import atomic_write_text
+    from culturegan.training.dataset import parse_pair
+    from culturegan.training.trainer import train_pair
+
+    out_dir = Path(runs_root) / pair
+    ckpt_dir = checkpoint_dir(params, pair)
+    if not track:
+        return train_pair(params, pair, Path(data_root), out_dir, None, resume, checkpoint_dir=ckpt_dir)
+
+    from culturegan.tracking import pair_run, start_or_resume_parent
+
+    source, target = parse_pair(pair)
+    parent = start_or_resume_parent(params.tracking, params, parent_run_file(params))
+    with pair_run(
+        params.tracking,
+        parent,
+        pair,
+        params,
+        source_style=source,
+        target_style=target,
+        objective=params.train.objective,
+        run_id_file=ckpt_dir / "run_id.txt" if resume else None,
+    ) as tracker:
+        result = train_pair(params, pair, Path(data_root), out_dir, tracker, resume, checkpoint_dir=ckpt_dir)
+        for name in ("generator.pt", "generator_reverse.pt"):
+            if (out_dir / name).is_file():
+                tracker.log_artifact(out_dir / name, "model")
+    atomic_write_text(out_dir / "run_id.txt", tracker.run_id + "\n")
+    return {**result, "mlflow_run_id": tracker.run_id, "mlflow_parent_run_id": parent}
+
+
+def directions(params: Params, pair: str, model_dir: Path) -> dict[str, str]:
+    """The directed pairs a trained model serves, each with its generator file in `model_dir`."""
+    from culturegan.training.dataset import parse_pair
+
+    source, target = parse_pair(pair)
+    found = {pair: "generator.pt"}
+    if params.train.objective == "cyclegan" and (Path(model_dir) / "generator_reverse.pt").is_file():
+        found[f"{target}-{source}"] = "generator_reverse.pt"
+    return found
+
+
+def evaluate_stage(
+    params: Params,
+    pair: str,
+    data_root: Path,
+    runs_root: Path = RUNS_ROOT,
+    classifier_dir: Path = CLASSIFIER_DIR,
+    eval_root: Path = EVAL_ROOT,
+) -> dict[str, Any]:
+    """Score the trained GAN of `pair` and the baselines; CycleGAN's reverse direction too.
+
+    Writes `eval_root/<pair>/<direction>/metrics.json` + `grid.png` for the direction `pair` and,
+    for a CycleGAN model (whose second generator models the reversed direction), for
+    `<target>-<source>` as well: one folder per trained pair, as dvc.yaml declares it.
+    """
+    from culturegan.evaluation.classifier import CLASSIFIER_FILE
+    from culturegan.evaluation.evaluate import evaluate_pair
+
+    model_dir = Path(runs_root) / pair
+    classifier = Path(classifier_dir) / CLASSIFIER_FILE
+    return {
+        direction: evaluate_pair(
+            params, direction, Path(data_root), model_dir, classifier,
+            Path(eval_root) / pair / direction, generator_file=generator,
+        )
+        for direction, generator in directions(params, pair, model_dir).items()
+    }
+
+
+def register_stage(
+    params: Params,
+    pair: str,
+    runs_root: Path = RUNS_ROOT,
+    eval_root: Path = EVAL_ROOT,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Register every direction the model of `pair` was evaluated in; promote by the gate.
+
+    The model is logged into the pair's training run when its id is known.
+    """
+    from culturegan.registry import register_pair
+
+    model_dir = Path(runs_root) / pair
+    run_id_file = model_dir / "run_id.txt"
+    run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    return {
+        d: register_pair(
+            params, d, model_dir, Path(eval_root) / pair / d / "metrics.json", run_id, data_root=data_root
+        )
+        for d in directions(params, pair, model_dir)
+    }
+
+
+def analyze_stage(
+    params: Params,
+    runs_root: Path = RUNS_ROOT,
+    classifier_dir: Path = CLASSIFIER_DIR,
+    culture_dir: Path = CULTURE_DIR,
+    eval_root: Path = EVAL_ROOT,
+    out_dir: Path = REPORT_DIR,
+    track: bool = True,
+) -> dict[str, Any]:
+    """Quality vs cultural distance over every evaluated pair; the HTML report, logged to MLflow.
+
+    With `track`, the report goes to the pipeline's parent MLflow run, which is then ended: the
+    next execution of the pipeline starts a new parent.
+    """
+    from culturegan.evaluation.analysis import analyze_stage as run_analysis
+    from culturegan.evaluation.classifier import CLASSIFIER_REPORT
+    from culturegan.evaluation.culture import CULTURE_JSON
+
+    result = run_analysis(
+        params,
+        Path(eval_root),
+        Path(culture_dir) / CULTURE_JSON,
+        Path(classifier_dir) / CLASSIFIER_REPORT,
+        Path(runs_root),
+        Path(out_dir),
+    )
+    if track:
+        from culturegan.evaluation.report import log_report_to_mlflow
+        from culturegan.tracking import finish_run, start_or_resume_parent
+
+        parent = start_or_resume_parent(params.tracking, params, parent_run_file(params))
+        log_report_to_mlflow(Path(out_dir), params.tracking, parent)
+        finish_run(params.tracking, parent)
+        result["mlflow_parent_run_id"] = parent
+    return result
