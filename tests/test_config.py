@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT
 
 from culturegan.config import Params, dump_params, load_params, parse_params
 from culturegan.errors import ConfigError
-from conftest import REPO_ROOT
 
 
 def test_repository_params_yaml_is_valid_and_matches_schema_defaults_for_data():

@@ -21,7 +21,7 @@ VENV_BIN = Path(sys.executable).parent
 def _culturegan(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
-        [str(VENV_BIN / "culturegan"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [str(VENV_BIN / "culturegan"), *args], check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
 

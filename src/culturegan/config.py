@@ -17,8 +17,27 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from culturegan.errors import ConfigError
 
-StyleName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+STYLE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
+StyleName = Annotated[str, Field(pattern=f"^{STYLE_PATTERN}$")]
 SYNTHETIC_STYLES = ("photo", "inkwash", "ukiyoe", "impressionist")
+
+
+def split_pair(pair: str) -> tuple[str, str]:
+    """'<source>-<target>' -> (source, target), or ValueError; a hyphen is never in a style name."""
+    parts = pair.split("-")
+    if len(parts) != 2 or not all(re.fullmatch(STYLE_PATTERN, p) for p in parts):
+        raise ValueError(f"{pair!r} is not '<source>-<target>' with two style names, e.g. 'photo-inkwash'")
+    if parts[0] == parts[1]:
+        raise ValueError(f"{pair!r} transfers a style to itself")
+    return parts[0], parts[1]
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """`split_pair` for stage arguments (CLI --pair, KFP): a bad pair is a ConfigError."""
+    try:
+        return split_pair(pair)
+    except ValueError as err:
+        raise ConfigError(f"bad culture pair: {err}", hint="use a pair of train.pairs in params.yaml") from None
 
 
 class _Strict(BaseModel):
@@ -235,11 +254,7 @@ class TrainConfig(_Strict):
     @classmethod
     def _pair_names(cls, pairs: list[str]) -> list[str]:
         for pair in pairs:
-            parts = pair.split("-")
-            if len(parts) != 2 or not all(re.fullmatch(r"[a-z][a-z0-9_]{0,31}", p) for p in parts):
-                raise ValueError(f"{pair!r} is not '<source>-<target>' with two style names, e.g. 'photo-inkwash'")
-            if parts[0] == parts[1]:
-                raise ValueError(f"{pair!r} transfers a style to itself")
+            split_pair(pair)
         if len(set(pairs)) != len(pairs):
             raise ValueError("pairs must not repeat")
         return pairs

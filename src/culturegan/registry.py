@@ -70,7 +70,7 @@ def model_name(cfg: RegistryConfig, source: str, target: str) -> str:
 
 def champion_uri(cfg: RegistryConfig, pair: str) -> str:
     """`models:/<name>@champion` for a directed pair '<source>-<target>'."""
-    from culturegan.evaluation.evaluate import parse_pair
+    from culturegan.config import parse_pair
 
     return f"models:/{model_name(cfg, *parse_pair(pair))}@{CHAMPION}"
 
@@ -472,7 +472,7 @@ def register_pair(
     (e.g. the pair's training run) or in a new run. `data_root` (default: data.root) holds the
     test images that identify the evaluation set. Returns the name, version, decision and reason.
     """
-    from culturegan.evaluation.evaluate import parse_pair
+    from culturegan.config import parse_pair
 
     start = time.perf_counter()
     cfg = params.registry

@@ -71,8 +71,8 @@ def train_stage(
     A killed training resumes from its last checkpoint (see `checkpoint_dir`), in the same MLflow
     run; the MLflow run id is also written to `runs_root/<pair>/run_id.txt` for later stages.
     """
+    from culturegan.config import parse_pair
     from culturegan.fileio import atomic_write_text
-    from culturegan.training.dataset import parse_pair
     from culturegan.training.trainer import train_pair
 
     out_dir = Path(runs_root) / pair
@@ -104,7 +104,7 @@ def train_stage(
 
 def directions(params: Params, pair: str, model_dir: Path) -> dict[str, str]:
     """The directed pairs a trained model serves, each with its generator file in `model_dir`."""
-    from culturegan.training.dataset import parse_pair
+    from culturegan.config import parse_pair
 
     source, target = parse_pair(pair)
     found = {pair: "generator.pt"}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from culturegan.config import Params
+from culturegan.config import Params, parse_pair
 from culturegan.errors import CheckpointError, ConfigError
 from culturegan.evaluation import metrics
 from culturegan.evaluation.baselines import make_baselines
@@ -60,20 +59,6 @@ def load_translator(generator_path: Path, batch_size: int = 32) -> Translate:
     from culturegan.training.trainer import load_generator
 
     return module_translator(load_generator(path), batch_size)
-
-
-def parse_pair(pair: str) -> tuple[str, str]:
-    parts = pair.split("-")
-    if (
-        len(parts) != 2
-        or not all(re.fullmatch(r"[a-z][a-z0-9_]{0,31}", p) for p in parts)
-        or parts[0] == parts[1]
-    ):
-        raise ConfigError(
-            f"pair {pair!r} is not '<source>-<target>' with two different style names",
-            hint="e.g. 'photo-inkwash', as in train.pairs in params.yaml",
-        )
-    return parts[0], parts[1]
 
 
 def _feature_spaces(params: Params, classifier: Any) -> dict[str, metrics.FeatureFn]:

@@ -13,19 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from culturegan.config import parse_pair
 from culturegan.data.manifest import MANIFEST_NAME, read_manifest
 from culturegan.errors import ConfigError, SourceError
-
-
-def parse_pair(pair: str) -> tuple[str, str]:
-    """'<source>-<target>' -> (source, target); a hyphen is never part of a style name."""
-    parts = pair.split("-")
-    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise ConfigError(
-            f"bad culture pair {pair!r} in train.pairs",
-            hint="write pairs as '<source>-<target>', e.g. photo-inkwash",
-        )
-    return parts[0], parts[1]
 
 
 def _read_png(path: Path, size: int) -> np.ndarray:

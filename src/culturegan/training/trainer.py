@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from culturegan.config import Params, TrainConfig
+from culturegan.config import Params, TrainConfig, parse_pair
 from culturegan.errors import ConfigError
 from culturegan.fileio import atomic_path, atomic_write_text
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
@@ -48,7 +48,7 @@ from culturegan.training.checkpoint import (
     save_generator,
     set_rng_state,
 )
-from culturegan.training.dataset import PairImages, UnpairedSampler, load_pair, parse_pair, to_uint8
+from culturegan.training.dataset import PairImages, UnpairedSampler, load_pair, to_uint8
 from culturegan.training.runtime import (
     Runtime,
     World,
