@@ -20,8 +20,25 @@ pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
 
 TINY = {
-    "data": {"image_size": 32, "synthetic": {"train_scenes": 12, "test_scenes": 4, "preview_scenes": 2}},
+    "data": {
+        "image_size": 32,
+        "synthetic": {"styles": ["photo", "inkwash", "ukiyoe"], "train_scenes": 12, "test_scenes": 4, "preview_scenes": 2},
+    },
     "validation": {"min_train_per_style": 10, "min_test_per_style": 3},
+    "train": {
+        "pairs": ["photo-inkwash", "photo-ukiyoe"],
+        "steps": 4,
+        "batch_size": 2,
+        "checkpoint_every": 2,
+        "log_every": 2,
+        "sample_every": 4,
+        "generator": {"ngf": 8, "n_blocks": 1},
+        "discriminator": {"ndf": 8, "n_layers": 2},
+        "cyclegan": {"pool_size": 4},
+    },
+    "tracking": {"log_system_metrics": False},
+    "evaluation": {"kid_subsets": 10, "grid_rows": 2, "classifier": {"input_size": 32, "width": 8, "epochs": 1}},
+    "analysis": {"bootstrap_samples": 50},
 }
 
 
@@ -64,7 +81,7 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
-def test_dvc_repro_prepares_and_validates_then_skips_unchanged_stages(project: Path):
+def test_dvc_repro_runs_every_stage_then_skips_unchanged_stages(project: Path):
     _run(["dvc", "repro"], project)
     manifest = project / "data" / "manifest.parquet"
     assert manifest.is_file() and (project / "data" / "preview.png").is_file()
@@ -72,7 +89,18 @@ def test_dvc_repro_prepares_and_validates_then_skips_unchanged_stages(project: P
     assert result["success"] is True
     assert (project / "reports" / "data_docs" / "index.html").is_file()
     pngs = list((project / "data" / "styles").rglob("*.png"))
-    assert len(pngs) == 4 * (12 + 4)
+    assert len(pngs) == 3 * (12 + 4)
+    # CycleGAN: each trained pair is evaluated (and registered) in both directions
+    for pair, reverse in (("photo-inkwash", "inkwash-photo"), ("photo-ukiyoe", "ukiyoe-photo")):
+        assert (project / "runs" / pair / "generator.pt").is_file()
+        for direction in (pair, reverse):
+            metrics = json.loads((project / "reports" / "eval" / pair / direction / "metrics.json").read_text())
+            assert {"gan", "identity", "reinhard", "histogram"} <= set(metrics["methods"])
+        decisions = json.loads((project / "reports" / "register" / f"{pair}.json").read_text())
+        assert set(decisions) == {pair, reverse}
+    analysis = json.loads((project / "report" / "analysis.json").read_text())
+    assert analysis["design"]["n_pairs"] == 4
+    assert "index.html" in {p.name for p in (project / "report").iterdir()}
 
     again = _run(["dvc", "repro"], project)
     assert "didn't change" in again.stdout and "Running stage" not in again.stdout
@@ -91,7 +119,7 @@ def test_dvc_repro_stops_at_the_validation_gate_with_a_summary(project: Path):
 def test_dvc_push_and_pull_round_trip_through_local_and_s3_remotes(project: Path, s3_server: str):
     import boto3
 
-    _run(["dvc", "repro"], project)
+    _run(["dvc", "repro", "validate"], project)  # the data stages: what a data version holds
     before = _tree_digest(project / "data")
 
     # the default remote: a local directory beside the project (see .dvc/config)

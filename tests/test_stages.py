@@ -1,0 +1,110 @@
+"""Stage functions as dvc.yaml and KFP call them: training tracked in MLflow with checkpoints that
+survive DVC's output clean-up, and evaluation/registration of both CycleGAN directions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from culturegan import stages
+from culturegan.config import Params, parse_params
+from culturegan.data.synthetic import prepare_synthetic
+
+
+def _params(tmp_path: Path, **train: object) -> Params:
+    return parse_params(
+        {
+            "seed": 1,
+            "data": {
+                "root": str(tmp_path / "data"),
+                "cache_dir": str(tmp_path / "staging"),
+                "image_size": 32,
+                "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 6, "test_scenes": 4},
+            },
+            "train": {
+                "pairs": ["photo-inkwash"],
+                "objective": "cyclegan",
+                "steps": 4,
+                "batch_size": 2,
+                "precision": "fp32",
+                "checkpoint_every": 2,
+                "log_every": 2,
+                "sample_every": 4,
+                "sample_count": 2,
+                "generator": {"ngf": 8, "n_blocks": 1},
+                "discriminator": {"ndf": 8, "n_layers": 2},
+                "cyclegan": {"pool_size": 2},
+                **train,
+            },
+            "tracking": {
+                "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "artifact_location": str(tmp_path / "mlartifacts"),
+                "log_system_metrics": False,
+            },
+            "evaluation": {"kid_subsets": 5, "grid_rows": 2, "classifier": {"input_size": 32, "width": 8, "epochs": 1}},
+        }
+    )
+
+
+@pytest.fixture
+def params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Params:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("CULTUREGAN_PARENT_RUN_ID", raising=False)
+    p = _params(tmp_path)
+    prepare_synthetic(p, p.data.root)
+    return p
+
+
+def test_train_stage_logs_a_nested_mlflow_run_with_losses_and_the_generators(params: Params, tmp_path: Path):
+    from mlflow import MlflowClient
+
+    runs = tmp_path / "runs"
+    result = stages.train_stage(params, "photo-inkwash", params.data.root, runs)
+    client = MlflowClient(params.tracking.tracking_uri)
+    run = client.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == result["mlflow_parent_run_id"]
+    assert run.data.tags["pair"] == "photo-inkwash"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/g_ab")] == [2, 4]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert artifacts == {"model/generator.pt", "model/generator_reverse.pt"}
+    assert (runs / "photo-inkwash" / "run_id.txt").read_text().strip() == run.info.run_id
+
+
+def test_killed_training_resumes_after_dvc_deletes_the_stage_output(params: Params, tmp_path: Path):
+    runs = tmp_path / "runs"
+    first = stages.train_stage(params, "photo-inkwash", params.data.root, runs, track=False)
+    # DVC removes a stage's declared outputs before re-running it; checkpoints live elsewhere
+    shutil.rmtree(runs / "photo-inkwash")
+    again = stages.train_stage(params, "photo-inkwash", params.data.root, runs, track=False)
+    assert first["checkpoint"] == again["checkpoint"]
+    assert again["resumed_from"] == 4, "the finished run was found, not trained again"
+    assert (runs / "photo-inkwash" / "generator.pt").is_file()
+
+
+def test_changed_training_params_start_a_new_checkpoint_instead_of_an_error(params: Params, tmp_path: Path):
+    a = stages.checkpoint_dir(params, "photo-inkwash")
+    changed = _params(tmp_path, lr=0.001)
+    assert stages.checkpoint_dir(changed, "photo-inkwash") != a
+    # steps are not part of the run's identity: raising them continues the same run
+    assert stages.checkpoint_dir(_params(tmp_path, steps=8), "photo-inkwash") == a
+
+
+def test_evaluate_and_register_cover_both_cyclegan_directions(params: Params, tmp_path: Path):
+    runs, classifier, evals = tmp_path / "runs", tmp_path / "clf", tmp_path / "eval"
+    stages.train_stage(params, "photo-inkwash", params.data.root, runs)
+    stages.classifier_stage(params, params.data.root, classifier)
+    scored = stages.evaluate_stage(params, "photo-inkwash", params.data.root, runs, classifier, evals)
+    assert set(scored) == {"photo-inkwash", "inkwash-photo"}
+    for direction in scored:
+        metrics = json.loads((evals / "photo-inkwash" / direction / "metrics.json").read_text())
+        assert metrics["pair"] == direction and "gan" in metrics["methods"]
+    decisions = stages.register_stage(params, "photo-inkwash", runs, evals, params.data.root)
+    assert {d["name"] for d in decisions.values()} == {
+        "culturegan-photo-to-inkwash",
+        "culturegan-inkwash-to-photo",
+    }
+    assert all(d["promoted"] for d in decisions.values()), "first models with metrics become champions"
