@@ -19,6 +19,10 @@ from culturegan.errors import CultureganError, ValidationFailed
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Speed measurements (separate from tests).")
 app.add_typer(bench_app, name="bench")
+pipeline_app = typer.Typer(
+    no_args_is_help=True, help="Kubeflow pipeline: compile, run here (kfp.local), submit to a cluster."
+)
+app.add_typer(pipeline_app, name="pipeline")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read")]
 log = logging.getLogger("culturegan")
@@ -203,6 +207,59 @@ def bench_ingest_cmd(
     from culturegan.bench import bench_ingest
 
     _emit(bench_ingest(n=n, size=size, workers=workers))
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Annotated[Path, typer.Option(help="the KFP package (IR YAML) to write")] = Path(
+        "pipelines/culturegan_pipeline.yaml"
+    ),
+) -> None:
+    """Compile the pipeline; params.yaml becomes the default of its `params` parameter."""
+    from culturegan.orchestration.commands import compile_pipeline
+
+    _emit(compile_pipeline(_load(params), out))
+
+
+@pipeline_app.command("run-local")
+def pipeline_run_local(
+    params: ParamsOpt = Path("params.yaml"),
+    workdir: Annotated[
+        Path | None, typer.Option(help="outputs, cache and MLflow store (default: a new temporary folder)")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow store (default: sqlite in the work dir, apart from ./mlflow.db)")
+    ] = None,
+) -> None:
+    """Run the whole pipeline on this machine with kfp.local, each step a subprocess in this venv."""
+    from culturegan.orchestration.commands import run_local
+
+    _emit(run_local(_load(params), workdir, tracking_uri))
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API/UI URL, e.g. http://localhost:8080")],
+    params: ParamsOpt = Path("params.yaml"),
+    package: Annotated[
+        Path | None, typer.Option(help="a compiled package to upload (default: compile params.yaml first)")
+    ] = None,
+    experiment: Annotated[str | None, typer.Option(help="KFP experiment (default: tracking.experiment)")] = None,
+    pipeline_name: Annotated[str | None, typer.Option(help="KFP pipeline (default: pipeline.name)")] = None,
+    version: Annotated[str | None, typer.Option(help="name of the new pipeline version")] = None,
+    run_name: Annotated[str | None, typer.Option(help="name of the run (default: the version)")] = None,
+    namespace: Annotated[str | None, typer.Option(help="your profile namespace (multi-user Kubeflow)")] = None,
+) -> None:
+    """Upload the pipeline (new pipeline or new version), then start a run; prints its URL."""
+    from culturegan.orchestration.commands import submit
+
+    _emit(
+        submit(
+            _load(params), host, package=package, experiment=experiment, pipeline_name=pipeline_name,
+            version=version, run_name=run_name, namespace=namespace,
+        )
+    )
 
 
 def run() -> None:

@@ -437,6 +437,81 @@ class RegistryConfig(_Strict):
         return bool(_HIGHER_IS_BETTER.match(self.metric))
 
 
+# Kubernetes quantities in the forms kfp's set_cpu_*/set_memory_* accept.
+_K8S_CPU = r"^([0-9]*\.)?[0-9]+m?$"
+_K8S_MEMORY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
+
+
+class StepResources(_Strict):
+    """CPU and memory of one pipeline step's container (Kubernetes quantities, e.g. '500m', '8Gi')."""
+
+    cpu_request: str = Field("1", pattern=_K8S_CPU, description="CPUs reserved for the step")
+    cpu_limit: str = Field("2", pattern=_K8S_CPU, description="CPUs the step may use at most")
+    memory_request: str = Field("2Gi", pattern=_K8S_MEMORY, description="memory reserved for the step")
+    memory_limit: str = Field("4Gi", pattern=_K8S_MEMORY, description="memory above which the step is killed")
+
+
+class PipelineConfig(_Strict):
+    """The Kubeflow pipeline (`culturegan pipeline compile|submit`): image, resources, retries.
+
+    Applied when the pipeline is compiled; `kfp.local` (`culturegan pipeline run-local`) ignores
+    all of it but the step order.
+    """
+
+    image: str = Field(
+        "culturegan:0.1.0",
+        pattern=r"^[A-Za-z0-9][^\s]*$",
+        description="image every step runs in (infra/docker, pushed to a registry the cluster can pull from)",
+    )
+    name: str = Field(
+        "culturegan", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}$", description="pipeline name in KFP"
+    )
+    steps: StepResources = Field(default_factory=StepResources, description="every step but train")
+    train: StepResources = Field(
+        default_factory=lambda: StepResources(
+            cpu_request="4", cpu_limit="8", memory_request="8Gi", memory_limit="16Gi"
+        ),
+        description="each train step",
+    )
+    accelerator_type: str = Field(
+        "nvidia.com/gpu", min_length=1, description="Kubernetes resource name of the GPU a train step requests"
+    )
+    gpus: int = Field(
+        1, ge=0, le=1,
+        description="GPUs per train step (one training process; multi-GPU DDP runs as a PyTorchJob); 0: CPU",
+    )
+    retries: int = Field(2, ge=0, le=10, description="retries of a failed train step (e.g. a preempted node)")
+    retry_backoff_s: int = Field(60, ge=0, le=3600, description="wait before the first retry; doubles each retry")
+    parallelism: int = Field(0, ge=0, le=64, description="pairs trained at the same time; 0: all at once")
+    cache: bool = Field(
+        True, description="reuse the outputs of unchanged steps (prepare, validate, classifier, culture, evaluate)"
+    )
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> PipelineConfig:
+        for section in ("steps", "train"):
+            res: StepResources = getattr(self, section)
+            if _k8s_quantity(res.cpu_request) > _k8s_quantity(res.cpu_limit):
+                raise ValueError(f"{section}.cpu_request {res.cpu_request} exceeds {section}.cpu_limit {res.cpu_limit}")
+            if _k8s_quantity(res.memory_request) > _k8s_quantity(res.memory_limit):
+                raise ValueError(
+                    f"{section}.memory_request {res.memory_request} exceeds {section}.memory_limit {res.memory_limit}"
+                )
+        return self
+
+
+_QUANTITY_SUFFIX = {
+    "m": 1e-3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+
+
+def _k8s_quantity(text: str) -> float:
+    number = re.match(r"^[0-9.]+", text)
+    assert number is not None  # the field patterns guarantee a leading number
+    return float(number.group()) * _QUANTITY_SUFFIX.get(text[number.end():], 1.0)
+
+
 class Params(_Strict):
     """The whole params.yaml."""
 
@@ -448,6 +523,7 @@ class Params(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
