@@ -38,7 +38,7 @@ TINY = {
     },
     "tracking": {"log_system_metrics": False},
     "evaluation": {"kid_subsets": 10, "grid_rows": 2, "classifier": {"input_size": 32, "width": 8, "epochs": 1}},
-    "analysis": {"bootstrap_samples": 50},
+    "analysis": {"bootstrap_samples": 100},
 }
 
 
@@ -135,5 +135,5 @@ def test_dvc_push_and_pull_round_trip_through_local_and_s3_remotes(project: Path
 
     shutil.rmtree(project / "data")
     shutil.rmtree(project / ".dvc" / "cache")
-    _run(["dvc", "pull", "-r", "s3"], project)
+    _run(["dvc", "pull", "-r", "s3", "prepare"], project)
     assert _tree_digest(project / "data") == before
