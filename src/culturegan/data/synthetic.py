@@ -305,6 +305,16 @@ def _downsample(img: Image.Image) -> np.ndarray:
     return np.asarray(img.reduce(2), dtype=np.float32)
 
 
+def _hull(x: float, y: float, length: float) -> list[tuple[float, float]]:
+    """A boat's hull: a trapezoid on the water line at (x, y), wider at the gunwale."""
+    return [
+        (x - length / 2, y - length * 0.14),
+        (x + length / 2, y - length * 0.14),
+        (x + length * 0.36, y),
+        (x - length * 0.36, y),
+    ]
+
+
 def _orb_disc(g: _Geom, orb: Orb, soft: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Antialiased disc coverage and the distance field (in radii) around the orb."""
     d = np.sqrt((g.xx - orb.x) ** 2 + (g.yy - orb.y) ** 2) / orb.radius
@@ -455,12 +465,7 @@ def _photo(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     for b in scene.boats:
         x, y, L = g.px(b.x), g.px(b.y), g.px(b.length)
         d.polygon(
-            [
-                (x - L / 2, y - L * 0.14),
-                (x + L / 2, y - L * 0.14),
-                (x + L * 0.36, y),
-                (x - L * 0.36, y),
-            ],
+            _hull(x, y, L),
             fill=(74, 52, 40),
         )
         if b.sail:
@@ -917,12 +922,7 @@ def _impressionist(scene: Scene, size: int, rng: np.random.Generator) -> np.ndar
     for b in scene.boats:
         x, y, L = g.px(b.x), g.px(b.y), g.px(b.length)
         d.polygon(
-            [
-                (x - L / 2, y - L * 0.14),
-                (x + L / 2, y - L * 0.14),
-                (x + L * 0.36, y),
-                (x - L * 0.36, y),
-            ],
+            _hull(x, y, L),
             fill=(150, 90, 120),
         )
         if b.sail:

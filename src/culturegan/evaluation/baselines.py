@@ -16,6 +16,7 @@ import numpy as np
 from culturegan.config import EvaluationConfig, GatysConfig
 from culturegan.errors import ConfigError
 from culturegan.evaluation import imageops
+from culturegan.evaluation.metrics import require_local_weights
 
 if TYPE_CHECKING:  # torch is imported lazily: only Gatys needs it
     import torch
@@ -96,13 +97,10 @@ def load_vgg19_features(weights: Path) -> torch.nn.Sequential:
     import torch
     from torchvision.models.vgg import cfgs, make_layers
 
-    weights = Path(weights)
     key = "evaluation.vgg_weights"
-    if not weights.is_file():
-        raise ConfigError(
-            f"{key} = {str(weights)!r} does not exist",
-            hint="point it at a local torchvision vgg19 state_dict file, or set it to null to skip Gatys",
-        )
+    weights = require_local_weights(
+        weights, key, "point it at a local torchvision vgg19 state_dict file, or set it to null to skip Gatys"
+    )
     features = make_layers(cfgs["E"], batch_norm=False)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)

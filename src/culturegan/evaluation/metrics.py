@@ -171,6 +171,14 @@ def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
         )
 
 
+def require_local_weights(weights: Path | str, key: str, hint: str) -> Path:
+    """The local weights file named by params `key`; weights are never downloaded."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise ConfigError(f"{key} = {str(weights)!r} does not exist", hint=hint)
+    return weights
+
+
 class InceptionFeatures:
     """2048-d pool features of a torchvision Inception-v3 loaded from a LOCAL state_dict (never downloaded).
 
@@ -183,13 +191,10 @@ class InceptionFeatures:
         import torch
         from torchvision.models import inception_v3
 
-        weights = Path(weights)
         key = "evaluation.inception_weights"
-        if not weights.is_file():
-            raise ConfigError(
-                f"{key} = {str(weights)!r} does not exist",
-                hint="point it at a local torchvision inception_v3 state_dict file, or set it to null",
-            )
+        weights = require_local_weights(
+            weights, key, "point it at a local torchvision inception_v3 state_dict file, or set it to null"
+        )
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
             if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
