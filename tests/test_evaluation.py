@@ -402,3 +402,22 @@ def test_evaluate_pair_rejects_bad_pair_names_and_styles_the_classifier_does_not
         evaluate_pair(params, "photo_inkwash", data, None, clf_path, tmp_path)
     with pytest.raises(SourceError, match="no test images of style .cubism."):
         evaluate_pair(params, "photo-cubism", data, None, clf_path, tmp_path)
+
+
+def test_classifier_with_fewer_than_two_styles_is_a_data_error(tmp_path: Path):
+    import pandas as pd
+
+    from culturegan.config import parse_params
+    from culturegan.errors import ValidationFailed
+    from culturegan.evaluation.classifier import train_style_classifier
+
+    params = parse_params(
+        {"data": {"image_size": 32, "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 2, "test_scenes": 1}}}
+    )
+    prepare_synthetic(params, tmp_path / "data")
+    for png in (tmp_path / "data" / "styles" / "inkwash").rglob("*.png"):
+        png.unlink()
+    manifest = pd.read_parquet(tmp_path / "data" / "manifest.parquet")
+    manifest[manifest["style"] == "photo"].to_parquet(tmp_path / "data" / "manifest.parquet")
+    with pytest.raises(ValidationFailed, match="at least two styles"):
+        train_style_classifier(params, tmp_path / "data", tmp_path / "clf")

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from culturegan.config import ClassifierConfig, Params
-from culturegan.errors import CheckpointError
+from culturegan.errors import CheckpointError, ValidationFailed
 from culturegan.evaluation.imageset import load_split, manifest_styles
 from culturegan.fileio import atomic_path, atomic_write_text
 
@@ -143,7 +143,7 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
     data_root, out_dir = Path(data_root), Path(out_dir)
     styles = manifest_styles(data_root, "train")
     if len(styles) < 2:
-        raise CheckpointError(
+        raise ValidationFailed(
             f"the style classifier needs at least two styles with train images in {data_root}, found {styles}",
             hint="prepare data with two or more styles",
         )
