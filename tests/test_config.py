@@ -31,6 +31,10 @@ def test_repository_params_yaml_is_valid_and_matches_schema_defaults_for_data():
         ({"data": {"synthetic": {"styles": ["photo", "cubism"]}}}, "unknown synthetic style(s) ['cubism']"),
         ({"validation": {"min_size": 100, "max_size": 50}}, "min_size (100) is larger than max_size (50)"),
         ({"data": {"style_names": {"A": "Bad Name"}}}, "bad value for 'data.style_names.A'"),
+        ({"train": {"seeds": []}}, "bad value for 'train.seeds'"),
+        ({"train": {"seeds": [0, 1, 0]}}, "seeds must not repeat"),
+        ({"train": {"seeds": [1, -2]}}, "bad value for 'train.seeds.1'"),
+        ({"train": {"seeds": [True]}}, "bad value for 'train.seeds.0'"),
     ],
 )
 def test_bad_params_are_one_clear_error_naming_the_key(raw, expected):

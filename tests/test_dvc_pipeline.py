@@ -26,7 +26,8 @@ TINY = {
     },
     "validation": {"min_train_per_style": 10, "min_test_per_style": 3},
     "train": {
-        "pairs": ["photo-inkwash", "photo-ukiyoe"],
+        "pairs": ["photo-inkwash"],
+        "seeds": [0, 1],
         "steps": 4,
         "batch_size": 2,
         "checkpoint_every": 2,
@@ -81,7 +82,7 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
-def test_dvc_repro_runs_every_stage_then_skips_unchanged_stages(project: Path):
+def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stages(project: Path):
     _run(["dvc", "repro"], project)
     manifest = project / "data" / "manifest.parquet"
     assert manifest.is_file() and (project / "data" / "preview.png").is_file()
@@ -90,20 +91,37 @@ def test_dvc_repro_runs_every_stage_then_skips_unchanged_stages(project: Path):
     assert (project / "reports" / "data_docs" / "index.html").is_file()
     pngs = list((project / "data" / "styles").rglob("*.png"))
     assert len(pngs) == 3 * (12 + 4)
-    # CycleGAN: each trained pair is evaluated (and registered) in both directions
-    for pair, reverse in (("photo-inkwash", "inkwash-photo"), ("photo-ukiyoe", "ukiyoe-photo")):
-        assert (project / "runs" / pair / "generator.pt").is_file()
+    # CycleGAN: each trained (pair, seed) is evaluated (and registered) in both directions
+    pair, reverse = "photo-inkwash", "inkwash-photo"
+    for seed in (0, 1):
+        assert (project / "runs" / pair / f"seed{seed}" / "generator.pt").is_file()
+        assert (project / "runs" / pair / f"seed{seed}" / "run_id.txt").is_file()
         for direction in (pair, reverse):
-            metrics = json.loads((project / "reports" / "eval" / pair / direction / "metrics.json").read_text())
+            metrics = json.loads(
+                (project / "reports" / "eval" / pair / f"seed{seed}" / direction / "metrics.json").read_text()
+            )
             assert {"gan", "identity", "reinhard", "histogram"} <= set(metrics["methods"])
-        decisions = json.loads((project / "reports" / "register" / f"{pair}.json").read_text())
+            assert metrics["pair"] == direction and metrics["seed"] == seed
+        decisions = json.loads((project / "reports" / "register" / pair / f"seed{seed}.json").read_text())
         assert set(decisions) == {pair, reverse}
     analysis = json.loads((project / "report" / "analysis.json").read_text())
-    assert analysis["design"]["n_pairs"] == 4
+    assert analysis["design"]["n_pairs"] == 2
+    assert analysis["design"]["seeds_per_pair"] == {pair: 2, reverse: 2}
     assert "index.html" in {p.name for p in (project / "report").iterdir()}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert "train.seeds" not in lock["train@photo-inkwash-0"]["params"]["params.yaml"]
 
     again = _run(["dvc", "repro"], project)
     assert "didn't change" in again.stdout and "Running stage" not in again.stdout
+
+    # a further seed adds its own stages; the models of the other seeds stay up to date
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["seeds"] = [0, 1, 2]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(_run(["dvc", "status", "--json"], project).stdout)
+    assert {name for name in status if "@" in name} == {
+        "train@photo-inkwash-2", "evaluate@photo-inkwash-2", "register@photo-inkwash-2",
+    }
 
 
 def test_dvc_repro_stops_at_the_validation_gate_with_a_summary(project: Path):

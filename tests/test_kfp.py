@@ -125,7 +125,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
             "retry_backoff_s": 30,
             "parallelism": 2,
         },
-        train={"pairs": ["photo-inkwash", "inkwash-photo"]},
+        train={"pairs": ["photo-inkwash", "inkwash-photo"], "seeds": [0, 5]},
         tracking={"artifact_location": None},  # a null must survive into the params default
     )
     spec, k8s = compile_to(tmp_path_factory.mktemp("compiled"), raw)
@@ -209,7 +209,7 @@ def test_secrets_are_env_from_kubernetes_secrets_only_on_steps_that_talk_to_s3_o
     for task in ("validate", "classifier", "culture", "evaluate", "gate-failed"):
         assert _secret_env(k8s, task) == {}, task
     # credentials never travel as pipeline parameters
-    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"params", "pairs"}
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"params", "runs"}
 
 
 def test_every_secret_key_the_pipeline_reads_is_in_the_infra_secret_templates():
@@ -222,19 +222,33 @@ def test_every_secret_key_the_pipeline_reads_is_in_the_infra_secret_templates():
             assert key in text, f"{key} is not documented in {templates[name]}"
 
 
-def test_pairs_fan_out_in_a_parallel_for_and_analyze_collects_models_and_evaluations(compiled):
+def test_pair_seed_runs_fan_out_in_a_parallel_for_and_analyze_collects_models_and_evaluations(compiled):
     spec, _, params = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert inputs["pairs"]["defaultValue"] == list(params.train.pairs) == ["photo-inkwash", "inkwash-photo"]
+    assert params.train.pairs == ["photo-inkwash", "inkwash-photo"] and params.train.seeds == [0, 5]
+    # every pair with every seed (protobuf keeps JSON numbers as doubles: 5 compiles to 5.0)
+    assert inputs["runs"]["defaultValue"] == [
+        {"pair": "photo-inkwash", "seed": 0}, {"pair": "photo-inkwash", "seed": 5},
+        {"pair": "inkwash-photo", "seed": 0}, {"pair": "inkwash-photo", "seed": 5},
+    ]
     tasks = all_tasks(spec)
     loops = [(n, t) for n, (_, t) in tasks.items() if "parameterIterator" in t]
     assert len(loops) == 1
     loop_name, loop = loops[0]
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--pairs"
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--runs"
     assert loop["iteratorPolicy"] == {"parallelismLimit": 2}
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     assert set(body) == {"train", "evaluate", "register"}
-    assert body["train"]["inputs"]["parameters"]["pair"]["componentInputParameter"] == "pipelinechannel--pairs-loop-item"
+    for task in ("train", "evaluate", "register"):
+        given = body[task]["inputs"]["parameters"]
+        for field in ("pair", "seed"):
+            assert given[field] == {
+                "componentInputParameter": "pipelinechannel--runs-loop-item",
+                "parameterExpressionSelector": f'parseJson(string_value)["{field}"]',
+            }, (task, field)
+        assert spec["components"][f"comp-{task}"]["inputDefinitions"]["parameters"]["seed"] == {
+            "parameterType": "NUMBER_INTEGER"
+        }
     analyze = tasks["analyze"][1]["inputs"]["artifacts"]
     assert analyze["models"]["taskOutputArtifact"] == {"outputArtifactKey": "pipelinechannel--train-model", "producerTask": loop_name}
     assert analyze["evaluations"]["taskOutputArtifact"]["producerTask"] == loop_name
@@ -362,16 +376,32 @@ def test_components_validate_the_params_parameter_naming_it():
         c.prepare.python_func(params=bad, data=Dataset(uri="/nonexistent"), metrics=Metrics(uri="/nonexistent"))
 
 
-def test_gather_merges_the_pair_folders_of_several_artifacts_and_refuses_a_repeat(tmp_path: Path):
-    for art, pair in (("a", "photo-inkwash"), ("b", "photo-ukiyoe"), ("c", "photo-inkwash")):
-        (tmp_path / art / pair / "photo-x").mkdir(parents=True)
-        (tmp_path / art / pair / "photo-x" / "metrics.json").write_text(art)
-    merged = kfp_io.gather([tmp_path / "a", tmp_path / "b"], tmp_path / "eval")
+def test_gather_merges_the_pair_and_seed_folders_of_several_artifacts_and_refuses_a_repeat(tmp_path: Path):
+    for art, pair, seed in (
+        ("a", "photo-inkwash", 0), ("b", "photo-ukiyoe", 0), ("c", "photo-inkwash", 1), ("d", "photo-inkwash", 0),
+    ):
+        (tmp_path / art / pair / f"seed{seed}" / "photo-x").mkdir(parents=True)
+        (tmp_path / art / pair / f"seed{seed}" / "photo-x" / "metrics.json").write_text(art)
+    merged = kfp_io.gather([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "eval")
     assert sorted(p.relative_to(merged).as_posix() for p in merged.rglob("metrics.json")) == [
-        "photo-inkwash/photo-x/metrics.json", "photo-ukiyoe/photo-x/metrics.json",
+        "photo-inkwash/seed0/photo-x/metrics.json",
+        "photo-inkwash/seed1/photo-x/metrics.json",
+        "photo-ukiyoe/seed0/photo-x/metrics.json",
     ]
-    with pytest.raises(ConfigError, match="photo-inkwash comes from two pipeline artifacts"):
-        kfp_io.gather([tmp_path / "a", tmp_path / "c"], tmp_path / "again")
+    assert (merged / "photo-inkwash/seed1/photo-x/metrics.json").read_text() == "c"
+    with pytest.raises(ConfigError, match="photo-inkwash/seed0/photo-x/metrics.json comes from two pipeline artifacts"):
+        kfp_io.gather([tmp_path / "a", tmp_path / "d"], tmp_path / "again")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(3, 3), (3.0, 3), (0, 0)])
+def test_run_seed_takes_integral_numbers_from_the_runs_parameter(value: Any, expected: int):
+    assert kfp_io.run_seed(value) == expected and type(kfp_io.run_seed(value)) is int
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "3", None])
+def test_run_seed_refuses_anything_else_naming_the_runs_parameter(value: Any):
+    with pytest.raises(ConfigError, match="pipeline parameter 'runs'"):
+        kfp_io.run_seed(value)
 
 
 def test_inline_html_embeds_only_the_images_beside_the_page(tmp_path: Path):
@@ -720,16 +750,18 @@ def test_run_local_runs_every_step_and_matches_dvc_repro_on_the_same_params(tmp_
     assert _same_tensors(clf / "classifier.pt", proj / "runs/style_classifier/classifier.pt")
     assert (run_dir / "culture/distances/culture.json").read_text() == (proj / "reports/culture/culture.json").read_text()
     (loop,) = run_dir.glob("for-loop-*-iteration-0")
-    model = loop / "train" / "model" / "photo-inkwash"
+    model = loop / "train" / "model" / "photo-inkwash" / "seed0"
     for name in ("generator.pt", "generator_reverse.pt"):
-        assert _same_tensors(model / name, proj / "runs/photo-inkwash" / name), name
+        assert _same_tensors(model / name, proj / "runs/photo-inkwash/seed0" / name), name
     for direction in ("photo-inkwash", "inkwash-photo"):
-        local_m = json.loads((loop / "evaluate/evaluation/photo-inkwash" / direction / "metrics.json").read_text())
-        dvc_m = json.loads((proj / "reports/eval/photo-inkwash" / direction / "metrics.json").read_text())
+        local_m = json.loads((loop / "evaluate/evaluation/photo-inkwash/seed0" / direction / "metrics.json").read_text())
+        dvc_m = json.loads((proj / "reports/eval/photo-inkwash/seed0" / direction / "metrics.json").read_text())
         assert _timeless(local_m) == _timeless(dvc_m), direction
+        assert local_m["seed"] == dvc_m["seed"] == 0
     decisions = json.loads((loop / "register" / "decisions").read_text())
     assert set(decisions) == {"photo-inkwash", "inkwash-photo"}
-    assert decisions["photo-inkwash"]["value"] == json.loads((proj / "reports/register/photo-inkwash.json").read_text())["photo-inkwash"]["value"]
+    dvc_decisions = json.loads((proj / "reports/register/photo-inkwash/seed0.json").read_text())
+    assert decisions["photo-inkwash"]["value"] == dvc_decisions["photo-inkwash"]["value"]
 
     # MLflow, in the work dir only: one finished parent with the pair's run nested under it
     from mlflow import MlflowClient

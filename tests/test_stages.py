@@ -1,5 +1,6 @@
-"""Stage functions as dvc.yaml and KFP call them: training tracked in MLflow with checkpoints that
-survive DVC's output clean-up, and evaluation/registration of both CycleGAN directions."""
+"""Stage functions as dvc.yaml and KFP call them: training per (pair, seed) tracked in MLflow with
+checkpoints that survive DVC's output clean-up, and evaluation/registration of both CycleGAN
+directions in the seed's own folders."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def test_train_stage_logs_a_nested_mlflow_run_with_losses_and_the_generators(par
     from mlflow import MlflowClient
 
     runs = tmp_path / "runs"
-    result = stages.train_stage(params, "photo-inkwash", params.data.root, runs)
+    result = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
     client = MlflowClient(params.tracking.tracking_uri)
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
@@ -71,18 +72,42 @@ def test_train_stage_logs_a_nested_mlflow_run_with_losses_and_the_generators(par
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/g_ab")] == [2, 4]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/generator.pt", "model/generator_reverse.pt"}
-    assert (runs / "photo-inkwash" / "run_id.txt").read_text().strip() == run.info.run_id
+    assert run.data.params["seed"] == "0", "the training seed, not the top-level seed 1"
+    assert (runs / "photo-inkwash" / "seed0" / "run_id.txt").read_text().strip() == run.info.run_id
 
 
 def test_killed_training_resumes_after_dvc_deletes_the_stage_output(params: Params, tmp_path: Path):
     runs = tmp_path / "runs"
-    first = stages.train_stage(params, "photo-inkwash", params.data.root, runs, track=False)
+    first = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
     # DVC removes a stage's declared outputs before re-running it; checkpoints live elsewhere
-    shutil.rmtree(runs / "photo-inkwash")
-    again = stages.train_stage(params, "photo-inkwash", params.data.root, runs, track=False)
+    shutil.rmtree(runs / "photo-inkwash" / "seed0")
+    again = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
     assert first["checkpoint"] == again["checkpoint"]
     assert again["resumed_from"] == 4, "the finished run was found, not trained again"
-    assert (runs / "photo-inkwash" / "generator.pt").is_file()
+    assert (runs / "photo-inkwash" / "seed0" / "generator.pt").is_file()
+
+
+def test_each_training_seed_trains_its_own_model_in_its_own_folder_and_checkpoint(params: Params, tmp_path: Path):
+    import torch
+
+    runs = tmp_path / "runs"
+    zero = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
+    seven = stages.train_stage(params, "photo-inkwash", 7, params.data.root, runs, track=False)
+    assert zero["checkpoint"] != seven["checkpoint"] and seven["resumed_from"] == 0, "seed 7 started afresh"
+    assert stages.checkpoint_dir(stages.with_seed(params, 7), "photo-inkwash") != stages.checkpoint_dir(
+        stages.with_seed(params, 0), "photo-inkwash"
+    )
+    a = torch.load(runs / "photo-inkwash" / "seed0" / "generator.pt", map_location="cpu")
+    b = torch.load(runs / "photo-inkwash" / "seed7" / "generator.pt", map_location="cpu")
+    weights = [k for k, v in a["state_dict"].items() if torch.is_floating_point(v)]
+    assert any(not torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in weights), "seeds give different models"
+
+
+def test_a_negative_training_seed_is_a_config_error(params: Params, tmp_path: Path):
+    from culturegan.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bad training seed -1"):
+        stages.train_stage(params, "photo-inkwash", -1, params.data.root, tmp_path / "runs", track=False)
 
 
 def test_changed_training_params_start_a_new_checkpoint_instead_of_an_error(params: Params, tmp_path: Path):
@@ -95,14 +120,15 @@ def test_changed_training_params_start_a_new_checkpoint_instead_of_an_error(para
 
 def test_evaluate_and_register_cover_both_cyclegan_directions(params: Params, tmp_path: Path):
     runs, classifier, evals = tmp_path / "runs", tmp_path / "clf", tmp_path / "eval"
-    stages.train_stage(params, "photo-inkwash", params.data.root, runs)
+    stages.train_stage(params, "photo-inkwash", 2, params.data.root, runs)
     stages.classifier_stage(params, params.data.root, classifier)
-    scored = stages.evaluate_stage(params, "photo-inkwash", params.data.root, runs, classifier, evals)
+    scored = stages.evaluate_stage(params, "photo-inkwash", 2, params.data.root, runs, classifier, evals)
     assert set(scored) == {"photo-inkwash", "inkwash-photo"}
     for direction in scored:
-        metrics = json.loads((evals / "photo-inkwash" / direction / "metrics.json").read_text())
+        metrics = json.loads((evals / "photo-inkwash" / "seed2" / direction / "metrics.json").read_text())
         assert metrics["pair"] == direction and "gan" in metrics["methods"]
-    decisions = stages.register_stage(params, "photo-inkwash", runs, evals, params.data.root)
+        assert metrics["seed"] == 2, "metrics.json records the training seed the analysis groups by"
+    decisions = stages.register_stage(params, "photo-inkwash", 2, runs, evals, params.data.root)
     assert {d["name"] for d in decisions.values()} == {
         "culturegan-photo-to-inkwash",
         "culturegan-inkwash-to-photo",

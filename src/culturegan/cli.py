@@ -77,12 +77,19 @@ def validate(
 
 PairOpt = Annotated[str, typer.Option("--pair", help="culture pair '<source>-<target>', e.g. photo-inkwash")]
 NoTrackOpt = Annotated[bool, typer.Option("--no-track", help="do not log to MLflow")]
+SeedOpt = Annotated[
+    int | None, typer.Option("--seed", min=0, help="training seed of the run (default: the first of train.seeds)")
+]
 
 
 def _load(params: Path):
     from culturegan.config import load_params
 
     return load_params(params)
+
+
+def _seed(p, seed: int | None) -> int:
+    return p.train.seeds[0] if seed is None else seed
 
 
 @app.command()
@@ -107,23 +114,24 @@ def culture(params: ParamsOpt = Path("params.yaml")) -> None:
 def train(
     pair: PairOpt,
     params: ParamsOpt = Path("params.yaml"),
+    seed: SeedOpt = None,
     resume: Annotated[bool, typer.Option(help="continue from the pair's last compatible checkpoint")] = True,
     no_track: NoTrackOpt = False,
 ) -> None:
-    """Train the GAN of one culture pair (runs under torchrun for multi-process DDP too)."""
+    """Train the GAN of one culture pair with one seed (runs under torchrun for multi-process DDP too)."""
     from culturegan.stages import train_stage
 
     p = _load(params)
-    _emit(train_stage(p, pair, p.data.root, resume=resume, track=not no_track))
+    _emit(train_stage(p, pair, _seed(p, seed), p.data.root, resume=resume, track=not no_track))
 
 
 @app.command()
-def evaluate(pair: PairOpt, params: ParamsOpt = Path("params.yaml")) -> None:
-    """Metrics of the pair's GAN and of every baseline on the held-out test split."""
+def evaluate(pair: PairOpt, params: ParamsOpt = Path("params.yaml"), seed: SeedOpt = None) -> None:
+    """Metrics of the pair's GAN (one training seed) and of every baseline on the held-out test split."""
     from culturegan.stages import evaluate_stage
 
     p = _load(params)
-    _emit(evaluate_stage(p, pair, p.data.root))
+    _emit(evaluate_stage(p, pair, _seed(p, seed), p.data.root))
 
 
 @app.command()
@@ -139,13 +147,14 @@ def analyze(params: ParamsOpt = Path("params.yaml"), no_track: NoTrackOpt = Fals
 def register(
     pair: PairOpt,
     params: ParamsOpt = Path("params.yaml"),
+    seed: SeedOpt = None,
     summary: Annotated[Path | None, typer.Option(help="also write the decisions JSON here")] = None,
 ) -> None:
-    """Register the pair's model(s) in MLflow; alias `champion` only if it beats the current one."""
+    """Register the model(s) of one pair and seed in MLflow; alias `champion` only if it beats the current one."""
     from culturegan.stages import register_stage
 
     p = _load(params)
-    _emit(register_stage(p, pair), summary)
+    _emit(register_stage(p, pair, _seed(p, seed)), summary)
 
 
 @app.command()

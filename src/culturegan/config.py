@@ -223,6 +223,11 @@ class TrainConfig(_Strict):
         min_length=1,
         description="'<source>-<target>' style pairs, one model each",
     )
+    seeds: list[Annotated[int, Field(ge=0, strict=True)]] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="training seeds per pair; >= 3 for the seed-level statistics of the analysis",
+    )
     objective: Literal["cyclegan", "cut", "fastcut"] = Field(
         "cyclegan", description="cyclegan converges fastest in a small step budget; fastcut steps are 2.5x cheaper"
     )
@@ -258,6 +263,13 @@ class TrainConfig(_Strict):
         if len(set(pairs)) != len(pairs):
             raise ValueError("pairs must not repeat")
         return pairs
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must not repeat")
+        return seeds
 
     @model_validator(mode="after")
     def _nce_layers_exist(self) -> TrainConfig:

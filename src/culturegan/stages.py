@@ -45,6 +45,21 @@ def culture_stage(
     return run_culture(params, Path(data_root), Path(classifier_dir) / CLASSIFIER_FILE, Path(out_dir))
 
 
+def seed_dir(root: Path, pair: str, seed: int) -> Path:
+    """`root/<pair>/seed<seed>`: one training seed of a pair, under `runs/` and `reports/eval/` alike."""
+    return Path(root) / pair / f"seed{seed}"
+
+
+def with_seed(params: Params, seed: int) -> Params:
+    """`params` with the training seed as `seed`: the trainer, its checkpoint fingerprint and the
+    evaluation's metrics.json then all carry the seed of this (pair, seed) run."""
+    from culturegan.errors import ConfigError
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"bad training seed {seed!r}", hint="use a non-negative integer, e.g. one of train.seeds")
+    return params.model_copy(update={"seed": seed})
+
+
 def checkpoint_dir(params: Params, pair: str) -> Path:
     """Where a pair's checkpoints live: outside DVC's outputs (which DVC deletes before re-running
     a stage), keyed by the run's fingerprint so that changed params start a new run instead of
@@ -61,21 +76,24 @@ def checkpoint_dir(params: Params, pair: str) -> Path:
 def train_stage(
     params: Params,
     pair: str,
+    seed: int,
     data_root: Path,
     runs_root: Path = RUNS_ROOT,
     resume: bool = True,
     track: bool = True,
 ) -> dict[str, Any]:
-    """Train the GAN of `pair` into `runs_root/<pair>`, tracked as a nested MLflow run.
+    """Train the GAN of `pair` with training seed `seed` into `runs_root/<pair>/seed<seed>`,
+    tracked as a nested MLflow run.
 
     A killed training resumes from its last checkpoint (see `checkpoint_dir`), in the same MLflow
-    run; the MLflow run id is also written to `runs_root/<pair>/run_id.txt` for later stages.
+    run; the MLflow run id is also written to `<that folder>/run_id.txt` for later stages.
     """
     from culturegan.config import parse_pair
     from culturegan.fileio import atomic_write_text
     from culturegan.training.trainer import train_pair
 
-    out_dir = Path(runs_root) / pair
+    params = with_seed(params, seed)
+    out_dir = seed_dir(runs_root, pair, seed)
     ckpt_dir = checkpoint_dir(params, pair)
     if not track:
         return train_pair(params, pair, Path(data_root), out_dir, None, resume, checkpoint_dir=ckpt_dir)
@@ -116,26 +134,31 @@ def directions(params: Params, pair: str, model_dir: Path) -> dict[str, str]:
 def evaluate_stage(
     params: Params,
     pair: str,
+    seed: int,
     data_root: Path,
     runs_root: Path = RUNS_ROOT,
     classifier_dir: Path = CLASSIFIER_DIR,
     eval_root: Path = EVAL_ROOT,
 ) -> dict[str, Any]:
-    """Score the trained GAN of `pair` and the baselines; CycleGAN's reverse direction too.
+    """Score the GAN of `pair` trained with seed `seed` and the baselines; CycleGAN's reverse
+    direction too.
 
-    Writes `eval_root/<pair>/<direction>/metrics.json` + `grid.png` for the direction `pair` and,
-    for a CycleGAN model (whose second generator models the reversed direction), for
-    `<target>-<source>` as well: one folder per trained pair, as dvc.yaml declares it.
+    Writes `eval_root/<pair>/seed<seed>/<direction>/metrics.json` + `grid.png` for the direction
+    `pair` and, for a CycleGAN model (whose second generator models the reversed direction), for
+    `<target>-<source>` as well: one folder per (pair, seed), as dvc.yaml declares it. The
+    metrics record `seed`, which the analysis groups by.
     """
     from culturegan.evaluation.classifier import CLASSIFIER_FILE
     from culturegan.evaluation.evaluate import evaluate_pair
 
-    model_dir = Path(runs_root) / pair
+    params = with_seed(params, seed)
+    model_dir = seed_dir(runs_root, pair, seed)
+    out_root = seed_dir(eval_root, pair, seed)
     classifier = Path(classifier_dir) / CLASSIFIER_FILE
     return {
         direction: evaluate_pair(
             params, direction, Path(data_root), model_dir, classifier,
-            Path(eval_root) / pair / direction, generator_file=generator,
+            out_root / direction, generator_file=generator,
         )
         for direction, generator in directions(params, pair, model_dir).items()
     }
@@ -144,23 +167,24 @@ def evaluate_stage(
 def register_stage(
     params: Params,
     pair: str,
+    seed: int,
     runs_root: Path = RUNS_ROOT,
     eval_root: Path = EVAL_ROOT,
     data_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Register every direction the model of `pair` was evaluated in; promote by the gate.
+    """Register every direction the model of (`pair`, `seed`) was evaluated in; promote by the gate.
 
-    The model is logged into the pair's training run when its id is known.
+    The model is logged into its training run when that run's id is known.
     """
     from culturegan.registry import register_pair
 
-    model_dir = Path(runs_root) / pair
+    params = with_seed(params, seed)
+    model_dir = seed_dir(runs_root, pair, seed)
+    metrics_root = seed_dir(eval_root, pair, seed)
     run_id_file = model_dir / "run_id.txt"
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     return {
-        d: register_pair(
-            params, d, model_dir, Path(eval_root) / pair / d / "metrics.json", run_id, data_root=data_root
-        )
+        d: register_pair(params, d, model_dir, metrics_root / d / "metrics.json", run_id, data_root=data_root)
         for d in directions(params, pair, model_dir)
     }
 

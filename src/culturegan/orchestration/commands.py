@@ -30,7 +30,7 @@ def compile_pipeline(params: Params, out: Path = DEFAULT_PACKAGE) -> dict[str, A
     """Compile the pipeline for `params` into the KFP package `out` (IR YAML), atomically."""
     from kfp import compiler
 
-    from culturegan.orchestration.pipeline import build_pipeline
+    from culturegan.orchestration.pipeline import build_pipeline, default_run_items
 
     out = Path(out)
     if out.suffix not in (".yaml", ".yml"):
@@ -46,6 +46,8 @@ def compile_pipeline(params: Params, out: Path = DEFAULT_PACKAGE) -> dict[str, A
         "pipeline": params.pipeline.name,
         "image": params.pipeline.image,
         "pairs": list(params.train.pairs),
+        "seeds": list(params.train.seeds),
+        "runs": default_run_items(params),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
 
@@ -56,10 +58,10 @@ def _is_local_path(value: str) -> bool:
 
 def _local_params(params: Params, base: Path) -> Params:
     """`params` for run-local: relative input paths made absolute against `base` (the run changes
-    directory), and one pair trained at a time, as `dvc repro` does.
+    directory), and one (pair, seed) trained at a time, as `dvc repro` does.
 
     Outputs stay relative on purpose: the cache folder and the local MLflow artifact folder then
-    land inside the work dir, not in the repository. One pair at a time because the steps share
+    land inside the work dir, not in the repository. One run at a time because the steps share
     this machine's cores and one sqlite MLflow store.
     """
     raw = dump_params(params)
@@ -115,12 +117,12 @@ def run_local(params: Params, workdir: Path | None = None, tracking_uri: str | N
     the step outputs (`outputs/<pipeline>-<time>/<step>/<artifact>`), the stages' cache folder
     and, unless `tracking_uri` says otherwise, the MLflow store `mlflow.db` + `mlartifacts/`.
     The image, resources, GPU request and secrets of the compiled pipeline do not apply here
-    (kfp.local ignores them); retries and the step order do. Pairs are trained one at a time.
+    (kfp.local ignores them); retries and the step order do. Runs are trained one at a time.
     """
     from kfp import local
 
     from culturegan.orchestration.kfp_io import params_text
-    from culturegan.orchestration.pipeline import build_pipeline
+    from culturegan.orchestration.pipeline import build_pipeline, default_run_items
 
     local_params = _local_params(params, Path.cwd())
     workdir = Path(workdir or tempfile.mkdtemp(prefix="culturegan-kfp-")).resolve()
@@ -137,7 +139,7 @@ def run_local(params: Params, workdir: Path | None = None, tracking_uri: str | N
             workspace_root=str(workdir / "workspace"),
         )
         try:
-            pipeline(params=params_text(local_params), pairs=list(local_params.train.pairs))
+            pipeline(params=params_text(local_params), runs=default_run_items(local_params))
         except RuntimeError as err:
             run_dir = _latest_run_dir(outputs, local_params.pipeline.name, before)
             failure = _gate_failure(run_dir)

@@ -5,8 +5,8 @@ KFP copies each body into the compiled pipeline and runs it in the project image
 params, maps artifact paths to the stage's roots, calls the stage and records the result;
 stage logic stays in the package. `params` is the JSON text of the whole params mapping
 (see pipeline.py for why it is not a `dict` parameter). Artifact folders mirror the DVC layout: `data` is `data/`,
-a train `model` holds `<pair>/` as `runs/` does, an `evaluation` holds `<pair>/<direction>/`
-as `reports/eval/` does.
+a train `model` holds `<pair>/seed<seed>/` as `runs/` does, an `evaluation` holds
+`<pair>/seed<seed>/<direction>/` as `reports/eval/` does.
 """
 
 # No `from __future__ import annotations`: kfp reads the signatures' annotations as objects.
@@ -122,19 +122,23 @@ def culture(
 def train(
     params: str,
     pair: str,
+    seed: int,
     parent_run_id: str,
     data: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
 ):
-    """Train the GAN of one culture pair into `model/<pair>/`, tracked as a nested MLflow run."""
+    """Train the GAN of one culture pair and seed into `model/<pair>/seed<seed>/`, tracked as a
+    nested MLflow run."""
     from pathlib import Path
 
     from culturegan.orchestration import kfp_io
     from culturegan.stages import train_stage
 
     kfp_io.use_parent_run(parent_run_id)
-    result = train_stage(kfp_io.parse(params), pair, Path(data.path), runs_root=Path(model.path))
+    result = train_stage(
+        kfp_io.parse(params), pair, kfp_io.run_seed(seed), Path(data.path), runs_root=Path(model.path)
+    )
     kfp_io.record(result, metrics, model, framework="pytorch")
 
 
@@ -142,13 +146,14 @@ def train(
 def evaluate(
     params: str,
     pair: str,
+    seed: int,
     data: Input[Dataset],
     model: Input[Model],
     style_classifier: Input[Model],
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
 ):
-    """Score the pair's GAN (both directions for CycleGAN) and the baselines on the test split."""
+    """Score the GAN of one pair and seed (both directions for CycleGAN) and the baselines on the test split."""
     from pathlib import Path
 
     from culturegan.orchestration import kfp_io
@@ -157,6 +162,7 @@ def evaluate(
     result = evaluate_stage(
         kfp_io.parse(params),
         pair,
+        kfp_io.run_seed(seed),
         Path(data.path),
         runs_root=Path(model.path),
         classifier_dir=Path(style_classifier.path),
@@ -164,20 +170,21 @@ def evaluate(
     )
     for name, value in kfp_io.evaluation_numbers(result).items():
         metrics.log_metric(name, value)
-    evaluation.metadata.update({"pair": pair, "directions": sorted(result)})
+    evaluation.metadata.update({"pair": pair, "seed": kfp_io.run_seed(seed), "directions": sorted(result)})
 
 
 @component
 def register(
     params: str,
     pair: str,
+    seed: int,
     parent_run_id: str,
     data: Input[Dataset],
     model: Input[Model],
     evaluation: Input[Artifact],
     decisions: Output[Artifact],
 ):
-    """Register the pair's model(s) in MLflow; alias `champion` only if the gate says so."""
+    """Register the model(s) of one pair and seed in MLflow; alias `champion` only if the gate says so."""
     from pathlib import Path
 
     from culturegan.orchestration import kfp_io
@@ -187,6 +194,7 @@ def register(
     result = register_stage(
         kfp_io.parse(params),
         pair,
+        kfp_io.run_seed(seed),
         runs_root=Path(model.path),
         eval_root=Path(evaluation.path),
         data_root=Path(data.path),

@@ -50,6 +50,22 @@ def parse(text: str) -> Params:
     return parse_params(raw, PARAMS_SOURCE)
 
 
+def run_seed(value: Any) -> int:
+    """The `seed` of an item of the pipeline parameter `runs` as an int.
+
+    JSON numbers in a pipeline's parameters may reach a step as floats (0.0), so an integral
+    float is accepted; anything else is a ConfigError naming the parameter.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"seed {value!r} in pipeline parameter 'runs' is not a non-negative integer",
+            hint='each item of runs is {"pair": "<source>-<target>", "seed": <int >= 0>}',
+        )
+    return value
+
+
 def use_parent_run(run_id: str) -> None:
     """Nest this step's MLflow runs under the pipeline's parent run (see tracking.start_or_resume_parent)."""
     from culturegan.tracking import PARENT_RUN_ENV
@@ -99,26 +115,30 @@ def record(result: Mapping[str, Any], metrics: Any | None = None, *artifacts: An
 
 
 def gather(roots: Iterable[str | Path], dest: Path) -> Path:
-    """One stage root from several per-pair artifacts: copy each root's entries into `dest`.
+    """One stage root from several per-run artifacts: merge each root's tree into `dest`.
 
-    The train and evaluate steps of each pair write `<root>/<pair>/...`; analyze reads one
-    `runs/` and one `eval/` holding every pair. Copies, not links: the stages walk the tree
-    with `Path.rglob`, which does not enter linked folders.
+    The train and evaluate steps of each (pair, seed) write `<root>/<pair>/seed<seed>/...`;
+    analyze reads one `runs/` and one `eval/` holding every pair and seed, so folders merge and
+    only a file from two artifacts is refused. Copies, not links: the stages walk the tree with
+    `Path.rglob`, which does not enter linked folders.
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for root in roots:
-        for entry in sorted(Path(root).iterdir()):
-            target = dest / entry.name
+        root = Path(root)
+        for entry in sorted(root.rglob("*")):
+            target = dest / entry.relative_to(root)
+            if entry.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
             if target.exists():
                 raise ConfigError(
-                    f"{entry.name} comes from two pipeline artifacts ({root} and an earlier one)",
-                    hint="the pairs of the pipeline parameter 'pairs' must not repeat",
+                    f"{entry.relative_to(root).as_posix()} comes from two pipeline artifacts "
+                    f"({root} and an earlier one)",
+                    hint="the {pair, seed} items of the pipeline parameter 'runs' must not repeat",
                 )
-            if entry.is_dir():
-                shutil.copytree(entry, target)
-            else:
-                shutil.copy2(entry, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(entry, target)
     return dest
 
 

@@ -3,14 +3,16 @@
     exit handler (close-run) ─────────────────────────────────────────────────────────┐
       start-run (MLflow parent run)                                                   │
       prepare → validate → if passed: classifier → culture                            │
-                                      for each pair: train → evaluate → register      │
+                                for each (pair, seed): train → evaluate → register    │
                                       analyze(Collected models, evaluations) → report │
                            else: gate-failed (the run fails with the gate's summary)  │
     ───────────────────────────────────────────────────────────────────────────────────┘
 
 The pipeline only wires steps; resources, image, retries and caching come from
 `params.pipeline` when it is compiled. The whole params mapping travels as the pipeline
-parameter `params` (default: params.yaml at compile time), and every step validates it again.
+parameter `params` (default: params.yaml at compile time), and every step validates it again;
+the parameter `runs` lists the {"pair", "seed"} items the loop trains (default: every pair of
+`train.pairs` with every seed of `train.seeds`).
 It is JSON text rather than a `dict` parameter because KFP's compiler refuses null values in
 a struct default, and null is meaningful in params.yaml (e.g. `tracking.artifact_location: null`).
 """
@@ -54,11 +56,16 @@ def _use_secrets(task: dsl.PipelineTask, secrets: tuple[str, ...]) -> None:
         )
 
 
+def default_run_items(settings: Params) -> list[dict]:
+    """The loop's items: every pair of `train.pairs` with every seed of `train.seeds`, pair-major."""
+    return [{"pair": pair, "seed": seed} for pair in settings.train.pairs for seed in settings.train.seeds]
+
+
 def build_pipeline(settings: Params) -> "GraphComponent":
     """The pipeline for `settings` (parsed params.yaml): its defaults, image and resources."""
     cfg = settings.pipeline
     default_params = params_text(settings)
-    default_pairs: list[str] = list(settings.train.pairs)
+    default_runs: list[dict] = default_run_items(settings)
 
     def step(
         task: dsl.PipelineTask,
@@ -85,7 +92,7 @@ def build_pipeline(settings: Params) -> "GraphComponent":
         description="Style transfer between cultural art styles: data, validation gate, one GAN per "
         "culture pair, evaluation, registry, and quality vs cultural distance (culturegan).",
     )
-    def culturegan_pipeline(params: str = default_params, pairs: list = default_pairs):
+    def culturegan_pipeline(params: str = default_params, runs: list = default_runs):
         # KFP's exit task may not depend on other tasks: it finds the parent run by the KFP run id.
         closer = step(
             c.close_run(params=params, pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER),
@@ -111,9 +118,9 @@ def build_pipeline(settings: Params) -> "GraphComponent":
                     c.culture(params=params, data=data, style_classifier=style_classifier),
                     "Cultural distances", cache=cfg.cache,
                 ).outputs["distances"]
-                with dsl.ParallelFor(pairs, parallelism=cfg.parallelism, name="pairs") as pair:
+                with dsl.ParallelFor(runs, parallelism=cfg.parallelism, name="runs") as item:
                     trained = step(
-                        c.train(params=params, pair=pair, parent_run_id=run.output, data=data),
+                        c.train(params=params, pair=item.pair, seed=item.seed, parent_run_id=run.output, data=data),
                         "Train GAN", cache=False, resources=cfg.train, secrets=TRACKED,
                     )
                     trained.set_retry(
@@ -129,15 +136,15 @@ def build_pipeline(settings: Params) -> "GraphComponent":
                         )
                     scored = step(
                         c.evaluate(
-                            params=params, pair=pair, data=data,
+                            params=params, pair=item.pair, seed=item.seed, data=data,
                             model=trained.outputs["model"], style_classifier=style_classifier,
                         ),
                         "Evaluate", cache=cfg.cache,
                     )
                     step(
                         c.register(
-                            params=params, pair=pair, parent_run_id=run.output, data=data,
-                            model=trained.outputs["model"], evaluation=scored.outputs["evaluation"],
+                            params=params, pair=item.pair, seed=item.seed, parent_run_id=run.output,
+                            data=data, model=trained.outputs["model"], evaluation=scored.outputs["evaluation"],
                         ),
                         "Register model", cache=False, secrets=TRACKED,
                     )

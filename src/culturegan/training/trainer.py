@@ -585,7 +585,7 @@ def train_pair(
     resume: bool = True,
     checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the GAN of one culture pair '<source>-<target>' into `out_dir` (runs/<pair>).
+    """Train the GAN of one culture pair '<source>-<target>' into `out_dir` (runs/<pair>/seed<k>).
 
     Writes `checkpoint_dir/last.pt` (default `out_dir/checkpoints`) every
     train.checkpoint_every steps, samples/step_*.png,
