@@ -11,17 +11,16 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, serving
 from typer.testing import CliRunner
 
 from culturegan.cli import app
@@ -572,14 +571,8 @@ def fake_kfp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tuple[
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, state
 
 
 def test_submit_uploads_a_pipeline_then_a_new_version_and_runs_each_version(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -11,10 +12,11 @@ import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from conftest import serving
 
 from culturegan.config import DownloadConfig
 from culturegan.data import sources
@@ -78,7 +80,6 @@ def serve() -> Iterator[
 
     Returns (base_url, hits): one dict of request headers per request received.
     """
-    servers: list[ThreadingHTTPServer] = []
 
     def start(respond: Callable[[BaseHTTPRequestHandler, int], None]) -> tuple[str, list[dict]]:
         hits: list[dict] = []
@@ -94,18 +95,10 @@ def serve() -> Iterator[
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # a short poll interval keeps shutdown (and so each test) fast
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", hits
+        return servers.enter_context(serving(Handler)), hits
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with contextlib.ExitStack() as servers:
+        yield start
 
 
 def send(
