@@ -421,3 +421,16 @@ def test_classifier_with_fewer_than_two_styles_is_a_data_error(tmp_path: Path):
     manifest[manifest["style"] == "photo"].to_parquet(tmp_path / "data" / "manifest.parquet")
     with pytest.raises(ValidationFailed, match="at least two styles"):
         train_style_classifier(params, tmp_path / "data", tmp_path / "clf")
+
+
+def test_high_frequency_share_flags_a_checkerboard_and_not_a_smooth_gradient():
+    from culturegan.evaluation import imageops
+
+    size = 32
+    smooth = np.broadcast_to((127.5 + 100 * np.cos(np.arange(size) * 2 * np.pi / size))[None, :, None], (size, size, 3))
+    checker = (np.indices((size, size)).sum(axis=0) % 2 * 255)[..., None].repeat(3, axis=2)
+    images = np.stack([smooth, checker]).astype(np.uint8)
+    share = imageops.high_frequency_share(images)
+    assert share[0] < 0.01 and share[1] > 0.99
+    ratio = metrics.high_frequency(images[1:], float(share[0]))["hf_ratio"]
+    assert ratio > 100

@@ -166,3 +166,22 @@ def test_image_pool_fills_then_mixes_history_and_restores_exactly():
 def test_image_pool_of_size_zero_passes_images_through():
     x = torch.randn(3, 3, 4, 4)
     assert torch.equal(ImagePool(0).query(x, torch.Generator()), x)
+
+
+def test_resize_upsampling_replaces_transposed_convs_with_the_same_parameter_count():
+    resize = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, upsample="resize"))
+    transposed = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, upsample="transposed"))
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in resize.modules())
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in transposed.modules())
+    assert count_params(resize) == count_params(transposed)
+    assert len(resize.layers) == len(transposed.layers)  # CUT's nce_layers index both alike
+
+
+def test_freshly_reset_residual_generator_returns_its_input():
+    g = init_weights(ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, residual=True)))
+    g.reset_output()
+    x = torch.rand(2, 3, 16, 16) * 1.8 - 0.9  # inside the atanh clamp
+    assert torch.allclose(g(x), x, atol=1e-5)
+    plain = init_weights(ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, residual=False)))
+    plain.reset_output()  # a no-op without residual mode
+    assert not torch.allclose(plain(x), x, atol=1e-2)

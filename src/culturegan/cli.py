@@ -206,6 +206,36 @@ def bench_train_cmd(
     )
 
 
+@bench_app.command("quality")
+def bench_quality_cmd(
+    params: ParamsOpt = Path("params.yaml"),
+    pair: Annotated[str, typer.Option(help="pair to train, '<source>-<target>'")] = "photo-ukiyoe",
+    steps: Annotated[str, typer.Option(help="comma-separated step budgets, one full run each")] = "240",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="params override key=value (repeatable)")
+    ] = None,
+    label: Annotated[str, typer.Option(help="name of this variant in the output")] = "default",
+    work_dir: Annotated[Path, typer.Option(help="where runs and their evaluations go")] = Path(".staging/quality"),
+    out: Annotated[Path | None, typer.Option(help="append the rows as JSON lines to this file")] = None,
+) -> None:
+    """Transfer quality against training steps for one pair (needs prepared data and the classifier)."""
+    import json
+
+    from culturegan.evaluation.classifier import CLASSIFIER_FILE
+    from culturegan.quality import override, quality_curve
+    from culturegan.stages import CLASSIFIER_DIR
+
+    p = override(_load(params), set_ or [])
+    budgets = [int(s) for s in steps.split(",") if s.strip()]
+    rows = quality_curve(
+        p, pair, budgets, Path(p.data.root), CLASSIFIER_DIR / CLASSIFIER_FILE, work_dir, label
+    )
+    if out is not None:
+        with out.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    _emit(rows)
+
+
 @bench_app.command("ingest")
 def bench_ingest_cmd(
     n: Annotated[int, typer.Option(help="number of generated JPEG sources")] = 600,

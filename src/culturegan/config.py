@@ -169,6 +169,16 @@ class GeneratorConfig(_Strict):
     ngf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
     n_blocks: int = Field(6, ge=0, le=32, description="residual blocks at 1/4 resolution (reference: 9)")
     norm: Literal["instance", "batch", "none"] = "instance"
+    upsample: Literal["resize", "transposed"] = Field(
+        "resize",
+        description="resize: nearest 2x then a 3x3 conv (no checkerboard, Odena et al. 2016);"
+        " transposed: the paper code's stride-2 transposed conv",
+    )
+    residual: bool = Field(
+        False,
+        description="predict a change to the input, zero at initialisation: the generator starts"
+        " as the identity and keeps the content from step 0",
+    )
 
 
 class DiscriminatorConfig(_Strict):
@@ -240,6 +250,13 @@ class TrainConfig(_Strict):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     flip: bool = Field(True, description="random horizontal flip of training images")
+    ema: float = Field(
+        0.999, ge=0, lt=1, description="decay of the generators' weight average used for the outputs; 0: off"
+    )
+    augment: list[Literal["translation", "cutout", "color"]] = Field(
+        default_factory=list,
+        description="DiffAugment policies applied to every discriminator input, real and fake",
+    )
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
     cyclegan: CycleGANConfig = Field(default_factory=CycleGANConfig)

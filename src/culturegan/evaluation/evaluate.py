@@ -17,7 +17,7 @@ import numpy as np
 
 from culturegan.config import Params, parse_pair
 from culturegan.errors import CheckpointError, ConfigError
-from culturegan.evaluation import metrics
+from culturegan.evaluation import imageops, metrics
 from culturegan.evaluation.baselines import make_baselines
 from culturegan.evaluation.classifier import load_classifier
 from culturegan.evaluation.imageset import load_split, scene_pairs
@@ -146,6 +146,13 @@ def evaluate_pair(
     reference["target_real"]["style_accuracy"] = metrics.style_accuracy(
         classifier.predict_proba(tgt.images), target_index
     )
+    target_hf = float(imageops.high_frequency_share(tgt.images).mean())
+    reference["target_real"]["hf_share"] = target_hf
+    if aligned is not None:
+        # What the true rendering itself scores against its source: the ceiling of content
+        # preservation that a transfer into this style can reach.
+        ia, ib = aligned
+        reference["truth_vs_source"] = metrics.content_preservation(src.images[ia], tgt.images[ib])
 
     records: dict[str, dict[str, Any]] = {}
     outputs: dict[str, np.ndarray] = {}
@@ -169,6 +176,7 @@ def evaluate_pair(
         record["style_accuracy"] = metrics.style_accuracy(proba, target_index)
         record["target_probability"] = float(proba[:, target_index].mean())
         record.update(metrics.content_preservation(src.images, out))
+        record.update(metrics.high_frequency(out, target_hf))
         if aligned is not None:
             ia, ib = aligned
             record.update(metrics.ground_truth_metrics(out[ia], tgt.images[ib], cfg.hist_bins))

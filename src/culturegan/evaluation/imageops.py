@@ -123,3 +123,20 @@ def hellinger(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Hellinger distance in [0, 1] between rows of two normalised histogram arrays."""
     bc = np.sqrt(np.asarray(p) * np.asarray(q)).sum(axis=-1)
     return np.sqrt(np.clip(1.0 - bc, 0.0, None))
+
+
+def high_frequency_share(images: np.ndarray, band: float = 0.75) -> np.ndarray:
+    """Per-image share of luminance spectral energy (mean removed) above `band` x Nyquist.
+
+    Checkerboard and speckle put their energy at the top of the spectrum (a period-2 pattern sits
+    at Nyquist itself), where painted or photographed scenes have little: a generator's share well
+    above the target style's is a sign of artefacts, not of style.
+    """
+    gray = luminance(images)  # (N, H, W)
+    gray = gray - gray.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(np.fft.fft2(gray)) ** 2
+    fy = np.abs(np.fft.fftfreq(gray.shape[1]))[:, None] / 0.5  # 1.0 at Nyquist
+    fx = np.abs(np.fft.fftfreq(gray.shape[2]))[None, :] / 0.5
+    high = np.maximum(fy, fx) >= band  # the outer square ring of the spectrum
+    total = power.sum(axis=(1, 2))
+    return power[:, high].sum(axis=1) / np.maximum(total, 1e-12)

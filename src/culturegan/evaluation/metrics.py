@@ -144,6 +144,13 @@ def content_preservation(sources: np.ndarray, outputs: np.ndarray) -> dict[str, 
     }
 
 
+def high_frequency(outputs: np.ndarray, reference_share: float) -> dict[str, float]:
+    """Mean high-frequency energy share of `outputs`, and its ratio to the target style's
+    (`reference_share`): near 1 is the target's own texture, far above 1 is checkerboard/speckle."""
+    share = float(imageops.high_frequency_share(outputs).mean())
+    return {"hf_share": share, "hf_ratio": share / reference_share if reference_share > 0 else float("nan")}
+
+
 def ground_truth_metrics(outputs: np.ndarray, truth: np.ndarray, bins: int = 8) -> dict[str, float]:
     """Scores against the true target rendering of the same scene (synthetic benchmark only).
 

@@ -14,7 +14,21 @@ from torch import nn
 
 from culturegan.config import DiscriminatorConfig, GeneratorConfig
 
-N_DOWN = 2  # stride-2 convolutions in the generator's encoder (and transposed ones in the decoder)
+N_DOWN = 2  # stride-2 convolutions in the generator's encoder (and 2x upsamplings in the decoder)
+_EDGE = 0.995  # inputs are clamped to +-this before atanh: |atanh| <= 3, no infinities at +-1
+
+
+def _upsample(kind: str, c_in: int, c_out: int, bias: bool) -> nn.Module:
+    """2x upsampling. A stride-2 transposed conv overlaps its kernel unevenly and paints a
+    checkerboard until trained away; nearest-neighbour resize then a 3x3 conv cannot (Odena et
+    al. 2016, "Deconvolution and Checkerboard Artifacts")."""
+    if kind == "transposed":
+        return nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=bias)
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(c_in, c_out, 3, bias=bias),
+    )
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -56,6 +70,9 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, d2ngf, d4ngf, R4ngf x n_blocks, u2ngf, ungf, c7s1-3; images in [-1, 1].
 
+    With cfg.residual the last layer's output is added to the input (in atanh space) rather than
+    being the image, so a freshly reset generator is the identity map.
+
     The layers form one flat list so CUT can tap the output of any of them by index (nce_layers):
     0 padded input, 1-3 stem conv/norm/relu, 4-9 the two downsamplings (conv, norm, relu each),
     10 .. 9+n_blocks residual blocks, then 6 upsampling layers and pad/conv/tanh.
@@ -86,18 +103,33 @@ class ResnetGenerator(nn.Module):
             channels.append(width)
         for i in range(N_DOWN):
             c_in, c_out = ngf * 2 ** (N_DOWN - i), ngf * 2 ** (N_DOWN - i - 1)
-            layers += [
-                nn.ConvTranspose2d(
-                    c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=bias
-                ),
-                _norm(norm, c_out),
-                nn.ReLU(True),
-            ]
+            layers += [_upsample(cfg.upsample, c_in, c_out, bias), _norm(norm, c_out), nn.ReLU(True)]
             channels += [c_out] * 3
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        # Residual mode: the head's output is a change in tanh-preactivation space, added to the
+        # input's (see forward); its last conv starts at zero, so G starts as the identity.
+        head_act: nn.Module = nn.Identity() if cfg.residual else nn.Tanh()
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), head_act]
         channels += [ngf, out_channels, out_channels]
         self.layers = nn.ModuleList(layers)
         self.channels = channels  # output channels of each layer, for sizing CUT's MLP head
+        self.residual = cfg.residual and in_channels == out_channels
+
+    def reset_output(self) -> None:
+        """Zero the last conv in residual mode: the generator then returns its input exactly
+        (up to the tanh round trip), and training starts from content that is already right."""
+        if self.residual:
+            last = self.layers[-2]
+            assert isinstance(last, nn.Conv2d)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def _finish(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if not self.residual:
+            return out
+        # atanh(x) + delta, then tanh: the output stays in (-1, 1) without clamping away
+        # gradients, and delta = 0 gives back the input.
+        base = torch.atanh(x.float().clamp(-_EDGE, _EDGE))
+        return torch.tanh(base + out.float()).to(out.dtype)
 
     def forward(
         self, x: torch.Tensor, layer_ids: tuple[int, ...] = (), encode_only: bool = False
@@ -108,10 +140,11 @@ class ResnetGenerator(nn.Module):
         after the last listed layer and returns (None, features), as CUT's encode_only. One
         entry point, so `Module.compile()` covers every use.
         """
+        inp = x
         if not layer_ids:
             for layer in self.layers:
                 x = layer(x)
-            return x
+            return self._finish(inp, x)
         wanted, last = set(layer_ids), max(layer_ids)
         feats = []
         for i, layer in enumerate(self.layers):
@@ -120,7 +153,7 @@ class ResnetGenerator(nn.Module):
             x = layer(x)
             if i in wanted:
                 feats.append(x)  # (B, C_i, H_i, W_i)
-        return x, feats
+        return self._finish(inp, x), feats
 
     def forward_with_features(
         self, x: torch.Tensor, layer_ids: tuple[int, ...]

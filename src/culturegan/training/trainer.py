@@ -16,7 +16,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from culturegan.models.networks import (
     patch_output_size,
     sample_patch_ids,
 )
+from culturegan.training.ema import EMA
 from culturegan.training.checkpoint import (
     load_checkpoint,
     load_generator,
@@ -48,6 +49,7 @@ from culturegan.training.checkpoint import (
     save_generator,
     set_rng_state,
 )
+from culturegan.training.augment import diff_augment
 from culturegan.training.dataset import PairImages, UnpairedSampler, load_pair, to_uint8
 from culturegan.training.runtime import (
     Runtime,
@@ -132,16 +134,22 @@ class Optimizers:
     d: torch.optim.Optimizer  # discriminators
 
 
+def _generator(cfg: TrainConfig) -> ResnetGenerator:
+    g = init_weights(ResnetGenerator(cfg.generator))
+    g.reset_output()  # residual mode: start as the identity
+    return g
+
+
 def build_nets(cfg: TrainConfig) -> Nets:
     """Fresh networks with the paper's N(0, 0.02) init, drawn from the global torch RNG."""
     if cfg.objective == "cyclegan":
         return CycleGANNets(
-            g_ab=init_weights(ResnetGenerator(cfg.generator)),
-            g_ba=init_weights(ResnetGenerator(cfg.generator)),
+            g_ab=_generator(cfg),
+            g_ba=_generator(cfg),
             d_a=init_weights(PatchDiscriminator(cfg.discriminator)),
             d_b=init_weights(PatchDiscriminator(cfg.discriminator)),
         )
-    g = init_weights(ResnetGenerator(cfg.generator))
+    g = _generator(cfg)
     head = PatchSampleMLP([g.channels[i] for i in cfg.cut.nce_layers], cfg.cut.head_dim)
     return CUTNets(
         g=g, d=init_weights(PatchDiscriminator(cfg.discriminator)), head=init_weights(head)
@@ -176,6 +184,10 @@ def cyclegan_step(
     """
     real_a, real_b = (rt.prepare(x) for x in batch)  # (B, 3, H, W) each, in [-1, 1]
     n = real_a.shape[0]
+
+    def aug(x: torch.Tensor) -> torch.Tensor:  # every discriminator input, real or fake
+        return diff_augment(x, cfg.augment, rt.rng)
+
     lam_cyc = cfg.cyclegan.lambda_cycle
     lam_idt = cfg.cyclegan.lambda_identity * lam_cyc
     use_idt = lam_idt > 0
@@ -201,8 +213,8 @@ def cyclegan_step(
         zero = real_a.new_zeros((), dtype=torch.float32)
         loss_idt_b = _l1(idt_b, real_b) * lam_idt if use_idt else zero  # G(y) ~ y
         loss_idt_a = _l1(idt_a, real_a) * lam_idt if use_idt else zero  # F(x) ~ x
-        loss_g_ab = _gan_loss(nets.d_b(fake_b), True)
-        loss_g_ba = _gan_loss(nets.d_a(fake_a), True)
+        loss_g_ab = _gan_loss(nets.d_b(aug(fake_b)), True)
+        loss_g_ba = _gan_loss(nets.d_a(aug(fake_a)), True)
         loss_cycle_a = _l1(rec_a, real_a) * lam_cyc
         loss_cycle_b = _l1(rec_b, real_b) * lam_cyc
         loss_g = loss_g_ab + loss_g_ba + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
@@ -214,16 +226,16 @@ def cyclegan_step(
     pooled_a = rt.pool_query("a", fake_a)
     with rt.autocast():
         if rt.batch_calls:
-            out_b = nets.d_b(torch.cat([real_b, pooled_b]))
-            out_a = nets.d_a(torch.cat([real_a, pooled_a]))
+            out_b = nets.d_b(aug(torch.cat([real_b, pooled_b])))
+            out_a = nets.d_a(aug(torch.cat([real_a, pooled_a])))
             loss_d_b = (_gan_loss(out_b[:n], True) + _gan_loss(out_b[n:], False)) * 0.5
             loss_d_a = (_gan_loss(out_a[:n], True) + _gan_loss(out_a[n:], False)) * 0.5
         else:
             loss_d_b = (
-                _gan_loss(nets.d_b(real_b), True) + _gan_loss(nets.d_b(pooled_b), False)
+                _gan_loss(nets.d_b(aug(real_b)), True) + _gan_loss(nets.d_b(aug(pooled_b)), False)
             ) * 0.5
             loss_d_a = (
-                _gan_loss(nets.d_a(real_a), True) + _gan_loss(nets.d_a(pooled_a), False)
+                _gan_loss(nets.d_a(aug(real_a)), True) + _gan_loss(nets.d_a(aug(pooled_a)), False)
             ) * 0.5
     rt.backward_step(loss_d_a + loss_d_b, opts.d, nets.discriminators)
     if rt.scaler is not None:
@@ -270,6 +282,10 @@ def cut_step(
     """One CUT/FastCUT update: discriminator first, then generator + head (paper code order)."""
     real_a, real_b = (rt.prepare(x) for x in batch)
     n = real_a.shape[0]
+
+    def aug(x: torch.Tensor) -> torch.Tensor:  # every discriminator input, real or fake
+        return diff_augment(x, cfg.augment, rt.rng)
+
     layers = tuple(cfg.cut.nce_layers)
     use_idt = cfg.nce_idt
     real = torch.cat([real_a, real_b]) if use_idt else real_a  # (B or 2B, 3, H, W)
@@ -287,18 +303,18 @@ def cut_step(
     opts.d.zero_grad(set_to_none=True)
     with rt.autocast():
         if rt.batch_calls:
-            out = nets.d(torch.cat([fake_b.detach(), real_b]))
+            out = nets.d(aug(torch.cat([fake_b.detach(), real_b])))
             loss_d_fake, loss_d_real = _gan_loss(out[:n], False), _gan_loss(out[n:], True)
         else:
-            loss_d_fake = _gan_loss(nets.d(fake_b.detach()), False)
-            loss_d_real = _gan_loss(nets.d(real_b), True)
+            loss_d_fake = _gan_loss(nets.d(aug(fake_b.detach())), False)
+            loss_d_real = _gan_loss(nets.d(aug(real_b)), True)
         loss_d = (loss_d_fake + loss_d_real) * 0.5
     rt.backward_step(loss_d, opts.d, [nets.d])
 
     set_requires_grad([nets.d], False)
     opts.g.zero_grad(set_to_none=True)
     with rt.autocast():
-        loss_g_gan = _gan_loss(nets.d(fake_b), True) * cfg.cut.lambda_gan
+        loss_g_gan = _gan_loss(nets.d(aug(fake_b)), True) * cfg.cut.lambda_gan
         if rt.batch_calls or not use_idt:
             # queries for X and, with the identity term, for Y in one pass
             feats_q = nets.g.features(fake, layers)
@@ -400,6 +416,8 @@ def run_fingerprint(params: Params, pair: str) -> dict[str, Any]:
         "optimiser": {"lr": t.lr, "beta1": t.beta1, "beta2": t.beta2, "batch_size": t.batch_size},
         "schedule": {"decay_start": t.decay_start},
         "flip": t.flip,
+        "ema": t.ema,
+        "augment": list(t.augment),
     }
 
 
@@ -451,7 +469,11 @@ def _write_outputs(
     return paths
 
 
-CHECKPOINT_KEYS = ("nets", "opts", "scheds", "scaler", "pools", "rng", "progress")
+CHECKPOINT_KEYS = ("nets", "ema", "opts", "scheds", "scaler", "pools", "rng", "progress")
+
+
+def _generator_names(nets: Nets) -> tuple[str, ...]:
+    return ("g_ab", "g_ba") if isinstance(nets, CycleGANNets) else ("g",)
 
 
 @dataclass
@@ -464,9 +486,20 @@ class TrainState:
     scheds: dict[str, torch.optim.lr_scheduler.LambdaLR]
     sampler: UnpairedSampler
     rt: Runtime
+    ema: dict[str, EMA] = field(default_factory=dict)  # averaged generators, by net name
     step: int = 0
     seconds: float = 0.0  # training time over all sessions of this run
     losses: dict[str, float] = field(default_factory=dict)  # the last logged ones
+
+    def update_ema(self) -> None:
+        named = self.nets.named()
+        for name, avg in self.ema.items():
+            avg.update(named[name])
+
+    def output_nets(self) -> Nets:
+        """The networks whose generators are written out and sampled: the weight averages when
+        train.ema is on, else the live ones."""
+        return replace(self.nets, **{k: v.module for k, v in self.ema.items()})
 
     def state_dict(self, run: dict[str, Any]) -> dict[str, Any]:
         rt = self.rt
@@ -474,6 +507,7 @@ class TrainState:
             "run": run,
             "step": self.step,
             "nets": {k: m.state_dict() for k, m in self.nets.named().items()},
+            "ema": {k: e.state_dict() for k, e in self.ema.items()},
             "opts": {"g": self.opts.g.state_dict(), "d": self.opts.d.state_dict()},
             "scheds": {k: s.state_dict() for k, s in self.scheds.items()},
             "scaler": rt.scaler.state_dict() if rt.scaler is not None else {},
@@ -487,6 +521,8 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
         for name, module in self.nets.named().items():
             load_state(module, state["nets"][name], path, f"network {name}")
+        for name, avg in self.ema.items():
+            load_state(avg, state["ema"].get(name), path, f"the weight average of {name}")
         load_state(self.opts.g, state["opts"]["g"], path, "the generator optimiser")
         load_state(self.opts.d, state["opts"]["d"], path, "the discriminator optimiser")
         for name, sched in self.scheds.items():
@@ -515,6 +551,10 @@ def build_state(
         if cfg.channels_last:
             m.to(memory_format=torch.channels_last)
     opts = build_optimizers(nets, cfg, fast=True)
+    ema = {}
+    if cfg.ema > 0:
+        named = nets.named()
+        ema = {k: EMA(named[k], cfg.ema) for k in _generator_names(nets)}
     factor = linear_decay(cfg.steps, cfg.decay_start)
     LambdaLR = torch.optim.lr_scheduler.LambdaLR
     return TrainState(
@@ -525,6 +565,7 @@ def build_state(
             data, cfg.batch_size, params.seed + 1, cfg.flip, world.rank, world.size
         ),
         rt=make_runtime(cfg, device, precision, world, params.seed + 2),
+        ema=ema,
     )
 
 
@@ -553,6 +594,7 @@ def _train_loop(
         losses = train_step(state.sampler.next(), state.nets, state.opts, cfg, state.rt)
         for sched in state.scheds.values():
             sched.step()
+        state.update_ema()
         state.step += 1
         state.seconds = seconds_before + time.perf_counter() - t0
         bar.update(1)
@@ -633,7 +675,7 @@ def train_pair(
         def sample(step: int) -> None:
             if world.is_main:
                 path = write_sample_grid(
-                    state.nets, sources, out_dir / "samples" / f"step_{step:06d}.png", device
+                    state.output_nets(), sources, out_dir / "samples" / f"step_{step:06d}.png", device
                 )
                 if tracker is not None:
                     tracker.log_artifact(path, "samples")
@@ -676,7 +718,7 @@ def train_pair(
                 "image_size": params.data.image_size,
                 "steps": state.step,
             }
-            paths = _write_outputs(state.nets, out_dir, meta, metrics)
+            paths = _write_outputs(state.output_nets(), out_dir, meta, metrics)
             if tracker is not None:
                 tracker.log_artifact(paths["metrics"])
         world.barrier()

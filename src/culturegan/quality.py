@@ -1,0 +1,105 @@
+"""Transfer quality against training compute: the measurement behind docs/quality.md.
+
+`quality_curve` trains one pair with the given params at several step budgets (each a full run
+with its own lr schedule, as a user would run it) and evaluates both directions on the test
+split with the evaluate stage's own function. Each row holds the GAN's ground-truth SSIM/PSNR,
+content edge-SSIM against the truth's, high-frequency energy against the target's, KID gain, and
+the best baseline's ground-truth scores, so a recipe is judged by the issue's targets directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from culturegan.config import Params, dump_params, parse_params
+
+log = logging.getLogger(__name__)
+
+
+def override(params: Params, assignments: list[str]) -> Params:
+    """`params` with dotted `key=value` assignments (values parsed as YAML), validated again."""
+    raw = dump_params(params)
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            from culturegan.errors import ConfigError
+
+            raise ConfigError(f"bad override {item!r}", hint="write key=value, e.g. train.steps=480")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return parse_params(raw, "overrides")
+
+
+def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The numbers the quality targets are stated in, from one direction's metrics.json."""
+    methods = metrics["methods"]
+    gan = methods.get("gan", {})
+    baselines = {k: v for k, v in methods.items() if k != "gan"}
+    truth = metrics["reference"].get("truth_vs_source", {})
+    row: dict[str, Any] = {
+        "direction": metrics["pair"],
+        "gan_gt_ssim": gan.get("gt_ssim"),
+        "gan_gt_psnr": gan.get("gt_psnr"),
+        "gan_edge_ssim": gan.get("content_edge_ssim"),
+        "truth_edge_ssim": truth.get("content_edge_ssim"),
+        "gan_hf_ratio": gan.get("hf_ratio"),
+        "gan_kid_gain": gan.get("kid_classifier_relative_gain"),
+        "gan_deception": gan.get("style_accuracy"),
+    }
+    if baselines and "gt_ssim" in next(iter(baselines.values())):
+        best_ssim = max(baselines, key=lambda k: baselines[k]["gt_ssim"])
+        best_psnr = max(baselines, key=lambda k: baselines[k]["gt_psnr"])
+        best_kid = max(baselines, key=lambda k: baselines[k].get("kid_classifier_relative_gain") or -1e9)
+        row |= {
+            "best_baseline_gt_ssim": [best_ssim, baselines[best_ssim]["gt_ssim"]],
+            "best_baseline_gt_psnr": [best_psnr, baselines[best_psnr]["gt_psnr"]],
+            "best_baseline_kid_gain": [best_kid, baselines[best_kid].get("kid_classifier_relative_gain")],
+        }
+    if gan and truth:
+        row["edge_ratio"] = gan["content_edge_ssim"] / truth["content_edge_ssim"]
+        row["beats_baselines_gt"] = all(
+            gan["gt_ssim"] > b["gt_ssim"] and gan["gt_psnr"] > b["gt_psnr"] for b in baselines.values()
+        )
+    return row
+
+
+def quality_curve(
+    params: Params,
+    pair: str,
+    steps: list[int],
+    data_root: Path,
+    classifier_path: Path,
+    work_dir: Path,
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """Train `pair` for each budget in `steps` and score both directions; one row per direction."""
+    from culturegan.evaluation.evaluate import evaluate_pair
+    from culturegan.stages import directions
+    from culturegan.training.trainer import train_pair
+
+    rows = []
+    for n in steps:
+        p = params.model_copy(update={"train": params.train.model_copy(update={"steps": n})})
+        run_dir = Path(work_dir) / f"{label or 'run'}-{pair}-{n}"
+        t0 = time.perf_counter()
+        result = train_pair(p, pair, data_root, run_dir, None, resume=False, checkpoint_dir=run_dir / "ckpt")
+        train_s = time.perf_counter() - t0
+        for direction, generator in directions(p, pair, run_dir).items():
+            out = run_dir / "eval" / direction
+            evaluate_pair(p, direction, data_root, run_dir, classifier_path, out, generator_file=generator)
+            metrics = json.loads((out / "metrics.json").read_text())
+            row = {"label": label, "pair": pair, "steps": n, "train_seconds": round(train_s, 1),
+                   "images_per_s": result.get("images_per_s"), **summarize(metrics),
+                   "grid": str(out / "grid.png")}
+            log.info("%s", json.dumps(row))
+            rows.append(row)
+    return rows
