@@ -32,8 +32,9 @@ def test_reference_patchgan_has_the_paper_codes_2_76m_parameters():
     assert count_params(PatchDiscriminator(DiscriminatorConfig(ndf=64, n_layers=3))) == 2_764_737
 
 
-def test_cpu_default_generator_is_about_2m_parameters():
-    assert count_params(ResnetGenerator(TrainConfig().generator)) == 1_965_059
+def test_cpu_default_generator_is_about_half_a_million_parameters():
+    # ngf 16: at the default run's CPU budget, twice the steps of ngf 32 transfer better (docs/quality.md)
+    assert count_params(ResnetGenerator(TrainConfig().generator)) == 494_083
 
 
 @pytest.mark.parametrize("norm", ["instance", "batch", "none"])

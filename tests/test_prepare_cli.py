@@ -55,6 +55,9 @@ def test_prepare_and_validate_a_cyclegan_folder_with_no_code_change(tmp_path: Pa
     rejects = read_rejects(tmp_path / "data")
     assert rejects[["reason"]].to_dict("records") == [{"reason": "not_an_image"}]
     assert rejects["source"].iloc[0].endswith("trainA/broken.jpg")
+    # every source gets the preview dvc.yaml declares: a contact sheet, one column per style
+    with Image.open(tmp_path / "data" / "preview.png") as sheet:
+        assert sheet.width > 2 * 128 and sheet.height > 6 * 128
 
     val = _culturegan("validate", "--result", "reports/validation.json", cwd=tmp_path)
     assert val.returncode == 0, val.stdout + val.stderr

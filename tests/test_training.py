@@ -21,7 +21,7 @@ from culturegan.data.manifest import ManifestRow, manifest_frame, write_manifest
 from culturegan.errors import CheckpointError, ConfigError
 from culturegan.training import trainer
 from culturegan.training.checkpoint import load_generator, read_generator_file
-from culturegan.training.dataset import PairImages, UnpairedSampler
+from culturegan.training.dataset import PairImages, UnpairedSampler, to_unit_range
 from culturegan.training.runtime import World, cpu_has_native_bf16, linear_decay, resolve_precision
 from culturegan.training.trainer import (
     build_nets,
@@ -246,6 +246,38 @@ def test_sampler_is_seeded_resumable_and_splits_the_global_batch_across_ranks():
     assert first[0].min() >= -1 and first[0].max() <= 1
     with pytest.raises(ConfigError, match="batch_size 3 does not split evenly across 2 ranks"):
         UnpairedSampler(data, 3, seed=1, flip=False, rank=0, world_size=2)
+
+
+def test_sampler_crops_are_random_windows_of_the_stored_images_and_identical_across_ranks():
+    # image i holds the value 16*i + row*4 + col at every channel: a crop names its source window
+    base = torch.arange(4 * 16, dtype=torch.uint8).view(4, 1, 4, 4).expand(4, 3, 4, 4).clone()
+    data = PairImages("a", "b", base, base.clone())
+    crops = UnpairedSampler(data, 4, seed=3, flip=False, crop=2).next()
+    assert crops[0].shape == (4, 3, 2, 2)
+    windows = {
+        (i, y, x): to_unit_range(base[i, :, y : y + 2, x : x + 2].clone())
+        for i in range(4) for y in range(3) for x in range(3)
+    }
+    for img in crops[0]:
+        assert any(torch.equal(img, w) for w in windows.values())
+    assert len({tuple(img.flatten().tolist()) for img in crops[0]}) > 1
+    ranks = [UnpairedSampler(data, 4, seed=3, flip=False, rank=r, world_size=2, crop=2).next() for r in range(2)]
+    assert torch.equal(torch.cat([ranks[0][0], ranks[1][0]]), crops[0])
+
+
+@pytest.mark.parametrize(
+    ("crop", "match"),
+    [(80, "crop_size 80 is larger than data.image_size"), (30, "crop_size 30 is not a multiple of 4")],
+)
+def test_bad_crop_sizes_are_config_errors(crop, match, data_root, tmp_path):
+    with pytest.raises(ConfigError, match=match):
+        train_pair(tiny_params(crop_size=crop), PAIR, data_root, tmp_path)
+
+
+def test_training_on_crops_gives_a_generator_for_whole_images(data_root, tmp_path):
+    result = train_pair(tiny_params("cyclegan", crop_size=16), PAIR, data_root, tmp_path)
+    g = load_generator(Path(result["generator"]))
+    assert g(torch.zeros(1, 3, SIZE, SIZE)).shape == (1, 3, SIZE, SIZE)
 
 
 class RecordingTracker:

@@ -166,7 +166,7 @@ class TrackingConfig(_Strict):
 class GeneratorConfig(_Strict):
     """ResNet generator (Johnson et al. 2016, as in CycleGAN/CUT): 2 down, residual blocks, 2 up."""
 
-    ngf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
+    ngf: int = Field(16, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
     n_blocks: int = Field(6, ge=0, le=32, description="residual blocks at 1/4 resolution (reference: 9)")
     norm: Literal["instance", "batch", "none"] = "instance"
     upsample: Literal["resize", "transposed"] = Field(
@@ -241,7 +241,7 @@ class TrainConfig(_Strict):
     objective: Literal["cyclegan", "cut", "fastcut"] = Field(
         "cyclegan", description="cyclegan converges fastest in a small step budget; fastcut steps are 2.5x cheaper"
     )
-    steps: int = Field(240, ge=1, description="optimisation steps per pair (each on one batch)")
+    steps: int = Field(480, ge=1, description="optimisation steps per pair (each on one batch)")
     decay_start: float = Field(
         0.5, ge=0, le=1, description="fraction of steps at constant lr, then linear decay to 0"
     )
@@ -250,6 +250,13 @@ class TrainConfig(_Strict):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     flip: bool = Field(True, description="random horizontal flip of training images")
+    crop_size: int | None = Field(
+        None,
+        ge=16,
+        le=1024,
+        description="train on random square crops of this side from images stored at data.image_size"
+        " (CycleGAN's load_size/crop_size); null: whole images. Evaluation uses whole images.",
+    )
     ema: float = Field(
         0.999, ge=0, lt=1, description="decay of the generators' weight average used for the outputs; 0: off"
     )

@@ -89,7 +89,9 @@ def load_pair(
 
 
 class UnpairedSampler:
-    """Independent random batches of A and B (with replacement), optionally flipped left-right.
+    """Independent random batches of A and B (with replacement), optionally flipped left-right
+    and, with `crop`, cut to a random `crop` x `crop` window of each image (CycleGAN's
+    load_size/crop_size: images stored larger than the crop show the generator full detail).
 
     Every rank draws the same global batch from the same seed and keeps its own slice, so a
     DDP run sees exactly the images a single process would.
@@ -103,6 +105,7 @@ class UnpairedSampler:
         flip: bool,
         rank: int = 0,
         world_size: int = 1,
+        crop: int | None = None,
     ) -> None:
         if batch_size % world_size:
             raise ConfigError(
@@ -112,6 +115,7 @@ class UnpairedSampler:
         self.data = data
         self.batch_size = batch_size
         self.flip = flip
+        self.crop = crop
         self.local = slice(rank * batch_size // world_size, (rank + 1) * batch_size // world_size)
         self.rng = torch.Generator().manual_seed(seed)
 
@@ -121,13 +125,31 @@ class UnpairedSampler:
         idx_a = torch.randint(len(self.data.a), (n,), generator=self.rng)[self.local]
         idx_b = torch.randint(len(self.data.b), (n,), generator=self.rng)[self.local]
         flips = torch.rand(2, n, generator=self.rng)[:, self.local] < 0.5
+        corners = self._corners(n)
         out = []
-        for images, idx, flip in ((self.data.a, idx_a, flips[0]), (self.data.b, idx_b, flips[1])):
-            x = to_unit_range(images[idx.to(images.device)])
+        for k, (images, idx, flip) in enumerate(
+            ((self.data.a, idx_a, flips[0]), (self.data.b, idx_b, flips[1]))
+        ):
+            batch = images[idx.to(images.device)]
+            if corners is not None:
+                c = self.crop
+                batch = torch.stack(
+                    [img[:, y : y + c, x : x + c] for img, (y, x) in zip(batch, corners[k].tolist(), strict=True)]
+                )  # (B, 3, crop, crop)
+            x = to_unit_range(batch)
             if self.flip:
                 x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
             out.append(x)
         return out[0], out[1]
+
+    def _corners(self, n: int) -> torch.Tensor | None:
+        """Top-left corners (2, B_local, 2) of this batch's crops, or None without cropping."""
+        if self.crop is None:
+            return None
+        h, w = self.data.a.shape[2], self.data.a.shape[3]
+        ys = torch.randint(0, h - self.crop + 1, (2, n), generator=self.rng)
+        xs = torch.randint(0, w - self.crop + 1, (2, n), generator=self.rng)
+        return torch.stack([ys, xs], dim=2)[:, self.local]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"rng": self.rng.get_state()}

@@ -383,16 +383,22 @@ def make_runtime(
 
 
 def check_sizes(cfg: TrainConfig, image_size: int) -> None:
-    if image_size % 4:
+    if cfg.crop_size is not None and cfg.crop_size > image_size:
         raise ConfigError(
-            f"data.image_size {image_size} is not a multiple of 4, as the generator's"
-            " 2 down/upsamplings need",
-            hint="use e.g. 64, 128 or 256",
+            f"train.crop_size {cfg.crop_size} is larger than data.image_size {image_size}",
+            hint="use a crop no larger than the stored images, or null for whole images",
         )
-    if patch_output_size(image_size, cfg.discriminator.n_layers) < 1:
+    for key, side in (("data.image_size", image_size), ("train.crop_size", cfg.crop_size)):
+        if side is not None and side % 4:
+            raise ConfigError(
+                f"{key} {side} is not a multiple of 4, as the generator's"
+                " 2 down/upsamplings need",
+                hint="use e.g. 64, 128 or 256",
+            )
+    if patch_output_size(cfg.crop_size or image_size, cfg.discriminator.n_layers) < 1:
         raise ConfigError(
             f"train.discriminator.n_layers {cfg.discriminator.n_layers} is too deep"
-            f" for {image_size}px images",
+            f" for {cfg.crop_size or image_size}px training images",
             hint="use fewer layers or larger images",
         )
 
@@ -416,6 +422,7 @@ def run_fingerprint(params: Params, pair: str) -> dict[str, Any]:
         "optimiser": {"lr": t.lr, "beta1": t.beta1, "beta2": t.beta2, "batch_size": t.batch_size},
         "schedule": {"decay_start": t.decay_start},
         "flip": t.flip,
+        "crop_size": t.crop_size,
         "ema": t.ema,
         "augment": list(t.augment),
     }
@@ -562,7 +569,7 @@ def build_state(
         opts=opts,
         scheds={"g": LambdaLR(opts.g, factor), "d": LambdaLR(opts.d, factor)},
         sampler=UnpairedSampler(
-            data, cfg.batch_size, params.seed + 1, cfg.flip, world.rank, world.size
+            data, cfg.batch_size, params.seed + 1, cfg.flip, world.rank, world.size, cfg.crop_size
         ),
         rt=make_runtime(cfg, device, precision, world, params.seed + 2),
         ema=ema,
