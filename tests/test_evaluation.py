@@ -334,7 +334,9 @@ def test_evaluate_pair_scores_every_method_on_the_same_images_and_names_the_feat
     )
     assert identity_rec["kid_classifier_relative_gain"] == pytest.approx(0.0)
     assert identity_rec["content_ssim"] == pytest.approx(1.0)
-    assert m["methods"]["reinhard"]["kid_classifier"] < identity_rec["kid_classifier"]
+    # KID moves with real style: the true renderings are far nearer the target than the sources.
+    # (A colour-only transfer no longer is: the classifier is trained not to be fooled by colour.)
+    assert m["controls"]["truth"]["kid_classifier"] < identity_rec["kid_classifier"] / 2
     # Real target images are the ceiling of the deception rate and the floor of KID.
     assert (
         m["reference"]["target_real"]["style_accuracy"]
@@ -343,6 +345,14 @@ def test_evaluate_pair_scores_every_method_on_the_same_images_and_names_the_feat
     assert m["reference"]["target_real"]["kid_classifier_floor"] < identity_rec["kid_classifier"]
     grid = Image.open(out / "grid.png")
     assert grid.width > 5 * SIZE and grid.height > 3 * SIZE  # 3 rows; source, 4 methods, truth
+    # metric validity: the truth and its controls, scored by every metric, on the aligned scenes
+    assert list(m["controls"]) == ["truth", "truth_noise", "truth_blur", "colour_transfer", "source"]
+    truth = m["controls"]["truth"]
+    assert truth["gt_ssim"] == pytest.approx(1.0) and truth["n_images"] == 12
+    for control in ("truth_noise", "truth_blur", "colour_transfer", "source"):
+        assert m["controls"][control]["gt_ssim"] < 0.95
+        assert m["controls"][control]["kid_classifier_relative_gain"] < truth["kid_classifier_relative_gain"]
+    assert m["controls"]["source"]["content_edge_ssim"] == pytest.approx(1.0)
 
 
 def test_evaluate_pair_gives_baselines_only_train_images_of_the_target_as_references(
@@ -434,3 +444,30 @@ def test_high_frequency_share_flags_a_checkerboard_and_not_a_smooth_gradient():
     assert share[0] < 0.01 and share[1] > 0.99
     ratio = metrics.high_frequency(images[1:], float(share[0]))["hf_ratio"]
     assert ratio > 100
+
+
+def test_histogram_swap_keeps_each_pixels_rank_and_takes_another_images_values():
+    from culturegan.evaluation.classifier import _swap_histograms
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 8, 8)
+    out = _swap_histograms(x, 1.0, gen)
+    for img, new in zip(x, out, strict=True):
+        # same ordering of pixels within each channel (texture and edges kept) ...
+        assert torch.equal(img.reshape(3, -1).argsort(-1), new.reshape(3, -1).argsort(-1))
+        # ... with the sorted values of some image of the batch (its colour statistics)
+        assert any(
+            torch.equal(new.reshape(3, -1).sort(-1).values, other.reshape(3, -1).sort(-1).values) for other in x
+        )
+    assert torch.equal(_swap_histograms(x, 0.0, gen), x)
+
+
+def test_colour_only_transfer_loses_to_the_truth_in_the_classifier_space(tmp_path: Path, bench):
+    """Trap 7: a classifier that learnt colour would let a colour transfer pass for the style."""
+    params, data, clf_path, _ = bench
+    out = tmp_path / "photo-ukiyoe"
+    evaluate_pair(params, "photo-ukiyoe", data, None, clf_path, out)
+    controls = json.loads((out / "metrics.json").read_text())["controls"]
+    truth, colour = controls["truth"], controls["colour_transfer"]
+    assert colour["kid_classifier_relative_gain"] < truth["kid_classifier_relative_gain"] - 0.3
+    assert colour["style_accuracy"] < truth["style_accuracy"]

@@ -329,8 +329,13 @@ class ClassifierConfig(_Strict):
     batch_size: int = Field(64, ge=1, le=4096)
     lr: float = Field(3e-3, gt=0, description="peak learning rate of the one-cycle schedule (AdamW)")
     weight_decay: float = Field(1e-4, ge=0)
-    max_shift: int = Field(
-        4, ge=0, le=64, description="random translation in pixels (reflect padding); with flips, the only augmentation"
+    max_shift: int = Field(4, ge=0, le=64, description="random translation in pixels (reflect padding)")
+    colour_augment: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="probability that a training image takes the per-channel colour histogram of another"
+        " random training image (any style): colour alone then cannot decide the style",
     )
 
 

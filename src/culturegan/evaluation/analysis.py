@@ -383,7 +383,9 @@ def correlate(
 
 
 def measures_of(record: dict[str, Any], method: str) -> dict[str, float | None]:
-    """The headline measures (MEASURES) of one method in one metrics.json; None where undefined."""
+    """The headline measures (MEASURES) of one method in one metrics.json; None where undefined.
+
+    `record["methods"]` may also be the "controls" block (metric validity)."""
     m = record["methods"][method]
     ref = record.get("reference") or {}
     real, gap = ref.get("target_real") or {}, ref.get("source_vs_target") or {}
@@ -823,6 +825,26 @@ def _tidy(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _validity_findings(validity: dict[str, Any], cfg: AnalysisConfig) -> list[str]:
+    """One line on whether the primary metric passed the metric-validity test, if it was run."""
+    ok = validity.get("primary_passes")
+    if ok is None:
+        return []
+    label = MEASURES[cfg.primary_metric]["label"]
+    if ok:
+        return [f"The primary metric ({label}) ranks the true rendering above every control in every directed pair."]
+    row = next(r for r in validity["rows"] if r["primary"])
+    lost = [
+        f"{validity['controls'][c]} ({v['wins']}/{v['pairs']} pairs)"
+        for c, v in row["controls"].items()
+        if v["wins"] < v["pairs"]
+    ]
+    return [
+        f"The primary metric ({label}) FAILS the metric-validity test: the true rendering does not "
+        f"beat {', '.join(lost)}. Its results below cannot be trusted as a measure of transfer quality."
+    ]
+
+
 def _findings(
     pairs: list[dict[str, Any]],
     design: dict[str, Any],
@@ -983,6 +1005,9 @@ def analyze_records(
         plot_heatmaps(culture, culture_out)
     figures["culture"] = str(culture_out)
 
+    from culturegan.evaluation.validity import metric_validity
+
+    validity = metric_validity(records, MEASURES, measures_of, _CONTENT_MEASURES, cfg.primary_metric)
     tidy = _tidy(records)
     _write_tidy(tidy, out_dir / TIDY_CSV)
     analysis = {
@@ -991,7 +1016,7 @@ def analyze_records(
         "the cultural distance between them?",
         "summary": {
             "sentence": sentence,
-            "findings": _findings(pairs, design, asym, difficulty, cfg),
+            "findings": _validity_findings(validity, cfg) + _findings(pairs, design, asym, difficulty, cfg),
         },
         "config": cfg.model_dump(mode="json"),
         "primary_metric": cfg.primary_metric,
@@ -1011,6 +1036,7 @@ def analyze_records(
             "multiple comparisons",
         },
         "pairs": pairs,
+        "metric_validity": validity,
         "correlations": correlations,
         "primary_correlation": primary,
         "within_target": within,

@@ -128,6 +128,21 @@ def _augment(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Ten
     )
 
 
+def _swap_histograms(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """With probability `p` per image, give it the per-channel value histograms of another image
+    of the batch (exact histogram matching: each pixel keeps its rank, takes the other image's value
+    at that rank). Texture, strokes and outlines survive; the colour statistics become another
+    style's, so the classifier cannot learn that colour alone decides (RESEARCH.md, trap 7)."""
+    if p <= 0:
+        return x
+    b, c = x.shape[:2]
+    flat = x.reshape(b, c, -1)  # (B, C, HW)
+    ref = flat[torch.randperm(b, generator=gen)].sort(dim=-1).values
+    matched = ref.gather(-1, flat.argsort(dim=-1).argsort(dim=-1)).reshape(x.shape)
+    take = torch.rand(b, generator=gen) < p
+    return torch.where(take[:, None, None, None], matched, x)
+
+
 def _confusion(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(true * n + pred, minlength=n * n).reshape(n, n)
 
@@ -170,7 +185,7 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
             idx = order[i : i + cfg.batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples; a lone last image is dropped this epoch
                 continue
-            x = _augment(x_train[idx], cfg.max_shift, gen)
+            x = _swap_histograms(_augment(x_train[idx], cfg.max_shift, gen), cfg.colour_augment, gen)
             logits = net(x)
             loss = F.cross_entropy(logits, y_train[idx])
             opt.zero_grad(set_to_none=True)

@@ -61,6 +61,31 @@ def load_translator(generator_path: Path, batch_size: int = 32) -> Translate:
     return module_translator(load_generator(path), batch_size)
 
 
+CONTROLS = ("truth", "truth_noise", "truth_blur", "colour_transfer", "source")
+
+
+def control_outputs(
+    sources: np.ndarray, truth: np.ndarray, target_refs: np.ndarray, seed: int
+) -> dict[str, np.ndarray]:
+    """The truth and the controls a valid metric must rank below it (RESEARCH.md, trap 7): the
+    truth with Gaussian noise (sigma 0.1 of the range), the truth blurred (sigma 1.5 px), a
+    colour-only transfer (Reinhard) of the source, and the source unchanged. uint8 (N, H, W, 3) each."""
+    from scipy import ndimage
+
+    from culturegan.evaluation.baselines import reinhard
+
+    rng = np.random.default_rng([seed, 7])
+    noisy = np.clip(truth.astype(np.float64) + rng.normal(0.0, 25.5, truth.shape), 0, 255)
+    blurred = ndimage.gaussian_filter(truth.astype(np.float64), sigma=(0, 1.5, 1.5, 0), mode="reflect")
+    return {
+        "truth": truth,
+        "truth_noise": np.rint(noisy).astype(np.uint8),
+        "truth_blur": np.clip(np.rint(blurred), 0, 255).astype(np.uint8),
+        "colour_transfer": reinhard(sources, target_refs),
+        "source": sources,
+    }
+
+
 def _feature_spaces(params: Params, classifier: Any) -> dict[str, metrics.FeatureFn]:
     spaces: dict[str, metrics.FeatureFn] = {"classifier": classifier.features}
     if params.evaluation.inception_weights is not None:
@@ -154,6 +179,25 @@ def evaluate_pair(
         ia, ib = aligned
         reference["truth_vs_source"] = metrics.content_preservation(src.images[ia], tgt.images[ib])
 
+    def score(
+        out: np.ndarray, inputs: np.ndarray, against: dict[str, Any], truth: tuple[np.ndarray, np.ndarray] | None
+    ) -> dict[str, Any]:
+        """Every metric of one output set. `against`: the distribution reference per space;
+        `truth`: (indices into `out`, the true renderings of those outputs' scenes)."""
+        record: dict[str, Any] = {"n_images": len(out)}
+        for space, fn in spaces.items():
+            ref_feats, ref_identity = against[space]
+            record.update(metrics.distribution_metrics(space, fn(out), ref_feats, ref_identity, **kid_args))
+        proba = classifier.predict_proba(out)
+        record["style_accuracy"] = metrics.style_accuracy(proba, target_index)
+        record["target_probability"] = float(proba[:, target_index].mean())
+        record.update(metrics.content_preservation(inputs, out))
+        record.update(metrics.high_frequency(out, target_hf))
+        if truth is not None:
+            record.update(metrics.ground_truth_metrics(out[truth[0]], truth[1], cfg.hist_bins))
+        return record
+
+    test_ref = {space: (target_feats[space], kid_identity[space]) for space in spaces}
     records: dict[str, dict[str, Any]] = {}
     outputs: dict[str, np.ndarray] = {}
     for name, method in methods.items():
@@ -165,21 +209,8 @@ def evaluate_pair(
                 f"method {name!r} returned {out.dtype} {out.shape}, expected uint8 {src.images.shape}"
             )
         outputs[name] = out
-        record: dict[str, Any] = {"n_images": len(out)}
-        for space, fn in spaces.items():
-            record.update(
-                metrics.distribution_metrics(
-                    space, fn(out), target_feats[space], kid_identity[space], **kid_args
-                )
-            )
-        proba = classifier.predict_proba(out)
-        record["style_accuracy"] = metrics.style_accuracy(proba, target_index)
-        record["target_probability"] = float(proba[:, target_index].mean())
-        record.update(metrics.content_preservation(src.images, out))
-        record.update(metrics.high_frequency(out, target_hf))
-        if aligned is not None:
-            ia, ib = aligned
-            record.update(metrics.ground_truth_metrics(out[ia], tgt.images[ib], cfg.hist_bins))
+        truth = (aligned[0], tgt.images[aligned[1]]) if aligned is not None else None
+        record = score(out, src.images, test_ref, truth)
         record["seconds"] = round(seconds, 3)
         records[name] = record
         log.info(
@@ -189,6 +220,19 @@ def evaluate_pair(
             record["kid_classifier"],
             record["style_accuracy"],
         )
+
+    controls: dict[str, dict[str, Any]] = {}
+    if aligned is not None:
+        # Metric validity (RESEARCH.md, trap 7): the true rendering and outputs that must lose to it,
+        # scored by every metric. Their distribution metrics use the target's TRAIN images as the
+        # reference, since the truth IS the test reference and would match it trivially.
+        ia, ib = aligned
+        train_ref = {}
+        for space, fn in spaces.items():
+            ref_feats = fn(refs.images)
+            train_ref[space] = (ref_feats, metrics.kid(source_feats[space], ref_feats, **kid_args)[0])
+        for name, out in control_outputs(src.images[ia], tgt.images[ib], refs.images, params.seed).items():
+            controls[name] = score(out, src.images[ia], train_ref, (np.arange(len(ia)), tgt.images[ib]))
 
     result = {
         "pair": pair,
@@ -205,6 +249,7 @@ def evaluate_pair(
         "feature_spaces": list(spaces),
         "ground_truth": aligned is not None,
         "methods": records,
+        "controls": controls,
         "reference": reference,
         "skipped": skipped,
         "classifier": str(classifier_path),
