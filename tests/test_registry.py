@@ -206,10 +206,19 @@ CFG = RegistryConfig(metric=METRIC, min_improvement=0.01)
 
 
 def ev(
-    value: float | None, fingerprint: str | None = "fp", metric: str = METRIC, version: str = "1"
+    value: float | None,
+    fingerprint: str | None = "fp",
+    metric: str = METRIC,
+    version: str = "1",
+    baselines: dict[str, float] | None = None,
 ) -> Evidence:
     return Evidence(
-        metric, value, fingerprint, version, problem="" if value is not None else "missing"
+        metric,
+        value,
+        fingerprint,
+        version,
+        problem="" if value is not None else "missing",
+        baselines={"identity": 0.0, "reinhard": 0.3} if baselines is None else baselines,
     )
 
 
@@ -239,13 +248,31 @@ def test_decide_promotes_only_a_comparable_candidate_that_beats_the_margin(
 
 def test_decide_lower_is_better_metric_promotes_the_smaller_value() -> None:
     cfg = RegistryConfig(metric="kid_classifier", min_improvement=0.1)
-    assert decide(ev(1.0, metric="kid_classifier"), ev(1.5, metric="kid_classifier"), cfg).promote
-    assert not decide(
-        ev(1.45, metric="kid_classifier"), ev(1.5, metric="kid_classifier"), cfg
-    ).promote
-    assert not decide(
-        ev(2.0, metric="kid_classifier"), ev(1.5, metric="kid_classifier"), cfg
-    ).promote
+
+    def kid(value: float) -> Evidence:
+        return ev(value, metric="kid_classifier", baselines={"identity": 3.0})
+
+    assert decide(kid(1.0), kid(1.5), cfg).promote
+    assert not decide(kid(1.45), kid(1.5), cfg).promote
+    assert not decide(kid(2.0), kid(1.5), cfg).promote
+    assert not decide(kid(3.5), None, cfg).promote  # worse than doing nothing
+
+
+@pytest.mark.parametrize("value", [-0.28, 0.0])
+def test_first_model_that_does_not_beat_doing_nothing_never_becomes_champion(value: float) -> None:
+    # seen on real data: impressionist -> photo became champion with a KID gain of -0.28
+    decision = decide(ev(value), None, CFG)
+    assert not decision.promote
+    assert "does not beat doing nothing (identity 0)" in decision.reason
+
+
+def test_gate_records_how_the_candidate_stands_against_the_best_baseline() -> None:
+    ahead = decide(ev(0.5, baselines={"identity": 0.0, "reinhard": 0.3, "histogram": 0.4}), None, CFG)
+    assert ahead.promote and "ahead of the best baseline histogram (0.4) by 0.1" in ahead.reason
+    behind = decide(ev(0.2, baselines={"identity": 0.0, "reinhard": 0.3}), None, CFG)
+    assert behind.promote and "behind the best baseline reinhard (0.3) by 0.1" in behind.reason
+    missing = decide(ev(0.5, baselines={"reinhard": 0.3}), None, CFG)
+    assert not missing.promote and "no identity baseline" in missing.reason
 
 
 def test_registry_config_knows_metric_directions_and_rejects_contradictions() -> None:
@@ -479,6 +506,8 @@ def test_model_carries_signature_example_requirements_and_config(champion: dict[
         "ngf": 4,
         "n_blocks": 1,
         "norm": "instance",
+        "upsample": "resize",
+        "residual": False,
     }
     assert config["params"]["registry"]["max_side"] == 64
     flavor = info.flavors["python_function"]

@@ -413,10 +413,26 @@ def test_finished_run_rerun_only_rewrites_outputs(data_root, tmp_path, monkeypat
     )
 
 
-def test_more_steps_continue_a_finished_run(data_root, tmp_path):
-    train_pair(tiny_params("fastcut", steps=2), PAIR, data_root, tmp_path)
-    result = train_pair(tiny_params("fastcut", steps=4), PAIR, data_root, tmp_path)
-    assert (result["resumed_from"], result["steps"]) == (2, 4)
+@pytest.mark.parametrize(("first", "second"), [(2, 4), (4, 2)])
+def test_a_checkpoint_of_other_step_count_is_refused_not_resumed(data_root, tmp_path, first, second):
+    # the lr schedule is laid out over train.steps: continuing would give neither run's result
+    train_pair(tiny_params("fastcut", steps=first), PAIR, data_root, tmp_path)
+    with pytest.raises(CheckpointError, match=f"steps: {first}, .* in the file, {{steps: {second},"):
+        train_pair(tiny_params("fastcut", steps=second), PAIR, data_root, tmp_path)
+
+
+def test_shorter_run_through_the_stage_trains_afresh_and_writes_the_shorter_model(data_root, tmp_path):
+    from culturegan.stages import train_stage
+
+    def params(steps: int) -> Params:
+        p = tiny_params("fastcut", steps=steps)
+        return p.model_copy(update={"data": p.data.model_copy(update={"cache_dir": tmp_path / "cache"})})
+
+    train_stage(params(4), PAIR, 3, data_root, tmp_path / "runs", track=False)
+    result = train_stage(params(2), PAIR, 3, data_root, tmp_path / "runs", track=False)
+    assert (result["resumed_from"], result["steps"]) == (0, 2)
+    saved = read_generator_file(tmp_path / "runs" / PAIR / "seed3" / "generator.pt")
+    assert saved["steps"] == 2
 
 
 @pytest.fixture

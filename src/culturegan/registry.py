@@ -17,7 +17,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +95,8 @@ class Evidence:
     fingerprint: str | None
     version: str | None = None
     problem: str = ""
+    # the same metric for the baselines evaluated beside this model (identity, reinhard, ...)
+    baselines: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,22 @@ def decide(candidate: Evidence, champion: Evidence | None, cfg: RegistryConfig) 
             False,
             f"its evaluation set cannot be identified, so it compares with nothing: {candidate.problem}",
         )
+    sign = 1.0 if cfg.higher_is_better else -1.0
+    identity = candidate.baselines.get("identity")
+    if identity is None:
+        return Decision(
+            False,
+            f"its evaluation has no identity baseline for {metric}, so it cannot be shown to beat "
+            "doing nothing (keep 'identity' in evaluation.baselines)",
+        )
+    versus = _versus_baselines(candidate, sign)
+    if sign * (candidate.value - identity) <= 0:
+        return Decision(
+            False, f"{metric} {_fmt(candidate.value)} does not beat doing nothing (identity {_fmt(identity)}); {versus}"
+        )
     if champion is None:
         return Decision(
-            True, f"first model with a valid {metric} ({_fmt(candidate.value)}); no champion yet"
+            True, f"first model with a valid {metric} ({_fmt(candidate.value)}); no champion yet; {versus}"
         )
     who = f"champion version {champion.version}"
     if champion.metric != metric:
@@ -152,8 +167,19 @@ def decide(candidate: Evidence, champion: Evidence | None, cfg: RegistryConfig) 
     if gain > cfg.min_improvement and not math.isclose(
         gain, cfg.min_improvement, rel_tol=1e-9, abs_tol=1e-12
     ):
-        return Decision(True, f"{detail} > min_improvement {_fmt(cfg.min_improvement)}")
-    return Decision(False, f"{detail} is not more than min_improvement {_fmt(cfg.min_improvement)}")
+        return Decision(True, f"{detail} > min_improvement {_fmt(cfg.min_improvement)}; {versus}")
+    return Decision(
+        False, f"{detail} is not more than min_improvement {_fmt(cfg.min_improvement)}; {versus}"
+    )
+
+
+def _versus_baselines(candidate: Evidence, sign: float) -> str:
+    """How the candidate stands against the best baseline on the gate's metric, for the record."""
+    assert candidate.value is not None
+    best = max(candidate.baselines, key=lambda k: sign * candidate.baselines[k])
+    diff = sign * (candidate.value - candidate.baselines[best])
+    stand = "ahead of" if diff > 0 else "behind" if diff < 0 else "level with"
+    return f"{stand} the best baseline {best} ({_fmt(candidate.baselines[best])}) by {_fmt(abs(diff))}"
 
 
 # ---------------------------------------------------------------- evidence from metrics.json
@@ -204,6 +230,18 @@ def metric_value(
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None, f"{metric} = {value!r} in metrics.json is not a finite number"
     return float(value), ""
+
+
+def baseline_values(metrics: dict[str, Any] | None, metric: str) -> dict[str, float]:
+    """`metric` of every baseline in metrics.json that has a finite value of it."""
+    if metrics is None:
+        return {}
+    out = {}
+    for name, record in metrics["methods"].items():
+        value = record.get(metric) if isinstance(record, dict) and name != GAN else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[name] = float(value)
+    return out
 
 
 def _feature_space(metric: str) -> str:
@@ -491,7 +529,9 @@ def register_pair(
         )
         if fingerprint is None:
             problem = str(parts)
-    candidate = Evidence(cfg.metric, value, fingerprint, problem=problem)
+    candidate = Evidence(
+        cfg.metric, value, fingerprint, problem=problem, baselines=baseline_values(metrics, cfg.metric)
+    )
 
     import mlflow
     from mlflow import MlflowClient

@@ -405,7 +405,8 @@ def check_sizes(cfg: TrainConfig, image_size: int) -> None:
 
 def run_fingerprint(params: Params, pair: str) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: everything that shapes the model or its
-    training, except the step count (raising `train.steps` continues a finished run)."""
+    training. The step count is part of it, since the lr schedule is laid out over `train.steps`:
+    a run with other steps is another run (issue: a shorter run silently returned the longer model)."""
     t = params.train
     if t.objective == "cyclegan":
         losses = t.cyclegan.model_dump()
@@ -420,7 +421,7 @@ def run_fingerprint(params: Params, pair: str) -> dict[str, Any]:
         "discriminator": t.discriminator.model_dump(),
         "losses": losses,
         "optimiser": {"lr": t.lr, "beta1": t.beta1, "beta2": t.beta2, "batch_size": t.batch_size},
-        "schedule": {"decay_start": t.decay_start},
+        "schedule": {"steps": t.steps, "decay_start": t.decay_start},
         "flip": t.flip,
         "crop_size": t.crop_size,
         "ema": t.ema,
