@@ -14,7 +14,7 @@ from culturegan.config import SYNTHETIC_STYLES, Params, parse_params
 from culturegan.data.manifest import MANIFEST_COLUMNS, read_manifest, read_rejects
 from culturegan.data.synthetic import (
     PROFILE_POINTS,
-    STYLE_RENDERERS,
+    renderers,
     Scene,
     make_scene,
     prepare_synthetic,
@@ -90,7 +90,7 @@ def _params(seed: int = 3, workers: int = 2, **synthetic: object) -> Params:
 
 
 def test_renderers_cover_exactly_the_configured_style_names() -> None:
-    assert set(STYLE_RENDERERS) == set(SYNTHETIC_STYLES)
+    assert set(renderers()) == set(SYNTHETIC_STYLES)
 
 
 def test_make_scene_same_seed_gives_the_same_scene() -> None:
@@ -177,6 +177,23 @@ def test_render_unknown_style_is_a_config_error() -> None:
 # --- style traits (docs STYLES: measurable traits) --------------------------------------------
 
 
+def test_goldground_has_a_gold_sky_and_a_dark_frame_in_the_top_corners(scenes, images) -> None:
+    for scene, im in zip(scenes, images["goldground"], strict=True):
+        sky_row = int(0.12 * SIZE)  # under the arch's apex, above every ridge
+        r, g, b = im[sky_row, SIZE // 2].astype(int)
+        assert r > 150 and r > b + 60 and g > b + 30, (scene.seed, (r, g, b))  # gold, not blue sky
+        corner = im[1, 1].astype(int)
+        assert corner.max() < 130, corner  # the pointed arch leaves the corners to the frame
+
+
+def test_dotpainting_is_dots_on_a_dark_ground(images) -> None:
+    for im in images["dotpainting"]:
+        lum = luminance(im)
+        dark = (lum < 64).mean()
+        assert 0.25 < dark < 0.8, dark  # the ground shows between the dots everywhere
+        assert (lum > 150).mean() > 0.1  # and the dots are bright against it
+
+
 def test_inkwash_is_far_less_colourful_than_the_colour_styles(images) -> None:
     ink = max(colourfulness(im) for im in images["inkwash"])
     for style in ("photo", "ukiyoe", "impressionist"):
@@ -235,7 +252,7 @@ def _files(root: Path) -> set[str]:
 def test_prepare_writes_a_manifest_that_matches_the_files(tmp_path: Path) -> None:
     params = _params(train_scenes=5, test_scenes=3, preview_scenes=2)
     result = prepare_synthetic(params, tmp_path)
-    assert result["images"] == 4 * 8 and result["styles"] == list(SYNTHETIC_STYLES)
+    assert result["images"] == len(SYNTHETIC_STYLES) * 8 and result["styles"] == list(SYNTHETIC_STYLES)
 
     df = read_manifest(tmp_path)
     assert list(df.columns) == MANIFEST_COLUMNS

@@ -19,7 +19,7 @@ from culturegan.errors import ConfigError
 
 STYLE_PATTERN = r"[a-z][a-z0-9_]{0,31}"
 StyleName = Annotated[str, Field(pattern=f"^{STYLE_PATTERN}$")]
-SYNTHETIC_STYLES = ("photo", "inkwash", "ukiyoe", "impressionist")
+SYNTHETIC_STYLES = ("photo", "inkwash", "ukiyoe", "impressionist", "goldground", "dotpainting")
 
 
 def split_pair(pair: str) -> tuple[str, str]:

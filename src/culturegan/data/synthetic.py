@@ -1005,13 +1005,22 @@ STYLE_RENDERERS: dict[str, Renderer] = {
 }
 
 
+def renderers() -> dict[str, Renderer]:
+    """Every style's renderer: the four above and those of `styles_more` (imported here, not at
+    module level, because they build on this module's helpers)."""
+    from culturegan.data.styles_more import dotpainting, goldground
+
+    return {**STYLE_RENDERERS, "goldground": goldground, "dotpainting": dotpainting}
+
+
 def render(scene: Scene, style: str, size: int) -> np.ndarray:
     """The scene in one style as (size, size, 3) uint8; same scene and style, same bytes."""
-    renderer = STYLE_RENDERERS.get(style)
+    available = renderers()
+    renderer = available.get(style)
     if renderer is None:
         raise ConfigError(
             f"unknown synthetic style {style!r}",
-            hint=f"set data.synthetic.styles in params.yaml to some of {sorted(STYLE_RENDERERS)}",
+            hint=f"set data.synthetic.styles in params.yaml to some of {sorted(available)}",
         )
     if size < 8:
         raise ConfigError(
