@@ -30,7 +30,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path, Path]
             "data": {
                 "image_size": 48,
                 "workers": 1,
-                "synthetic": {"train_scenes": 20, "test_scenes": 16},
+                "synthetic": {"styles": ["photo", "inkwash", "ukiyoe", "impressionist"], "train_scenes": 20, "test_scenes": 16},
             },
             "evaluation": {
                 "classifier": {"epochs": 4, "batch_size": 16, "input_size": 48, "width": 8}

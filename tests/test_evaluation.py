@@ -27,7 +27,7 @@ def tiny_params(**evaluation) -> Params:
             "data": {
                 "image_size": SIZE,
                 "workers": 1,
-                "synthetic": {"train_scenes": 30, "test_scenes": 12},
+                "synthetic": {"styles": ["photo", "inkwash", "ukiyoe", "impressionist"], "train_scenes": 30, "test_scenes": 12},
             },
             "evaluation": {
                 "classifier": {"epochs": 12, "batch_size": 16, "input_size": SIZE},

@@ -6,8 +6,6 @@ not of single functions: if a change breaks what the GAN learns, the suite fails
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 

@@ -14,11 +14,11 @@ from culturegan.config import SYNTHETIC_STYLES, Params, parse_params
 from culturegan.data.manifest import MANIFEST_COLUMNS, read_manifest, read_rejects
 from culturegan.data.synthetic import (
     PROFILE_POINTS,
-    renderers,
     Scene,
     make_scene,
     prepare_synthetic,
     render,
+    renderers,
     scene_seed,
 )
 from culturegan.errors import ConfigError

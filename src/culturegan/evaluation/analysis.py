@@ -839,10 +839,11 @@ def _validity_findings(validity: dict[str, Any], cfg: AnalysisConfig) -> list[st
         for c, v in row["controls"].items()
         if v["wins"] < v["pairs"]
     ]
-    return [
+    sentence = (
         f"The primary metric ({label}) FAILS the metric-validity test: the true rendering does not "
         f"beat {', '.join(lost)}. Its results below cannot be trusted as a measure of transfer quality."
-    ]
+    )
+    return [sentence]
 
 
 def _findings(

@@ -39,7 +39,7 @@ from culturegan.models.networks import (
     patch_output_size,
     sample_patch_ids,
 )
-from culturegan.training.ema import EMA
+from culturegan.training.augment import diff_augment
 from culturegan.training.checkpoint import (
     load_checkpoint,
     load_generator,
@@ -49,8 +49,8 @@ from culturegan.training.checkpoint import (
     save_generator,
     set_rng_state,
 )
-from culturegan.training.augment import diff_augment
 from culturegan.training.dataset import PairImages, UnpairedSampler, load_pair, to_uint8
+from culturegan.training.ema import EMA
 from culturegan.training.runtime import (
     Runtime,
     World,
