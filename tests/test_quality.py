@@ -120,7 +120,7 @@ def test_summary_compares_the_gan_with_every_baseline_and_the_truths_edges():
            "kid_classifier_relative_gain": 0.9, "style_accuracy": 1.0}
     base = {"gt_ssim": 0.3, "gt_psnr": 21.0, "content_edge_ssim": 0.9, "kid_classifier_relative_gain": 0.5}
     row = summarize({"pair": "a-b", "methods": {"gan": gan, "reinhard": base},
-                     "reference": {"truth_vs_source": {"content_edge_ssim": 0.1}}})
+                     "reference": {}, "controls": {"truth": {"content_edge_ssim": 0.1}}})
     assert row["edge_ratio"] == pytest.approx(2.0)
     assert row["beats_baselines_gt"] is False  # better SSIM, worse PSNR
     assert row["best_baseline_gt_psnr"] == ["reinhard", 21.0]

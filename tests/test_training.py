@@ -139,6 +139,9 @@ OBJECTIVES = [
         "cyclegan",
         {"generator": {"norm": "none"}, "cyclegan": {"lambda_identity": 0.0, "pool_size": 0}},
     ),
+    # the recipe's options: DiffAugment on D's inputs, the residual start, the old upsampling
+    ("cyclegan", {"augment": ["translation", "cutout", "color"], "generator": {"residual": True}}),
+    ("cut", {"augment": ["translation"], "generator": {"upsample": "transposed"}}),
 ]
 
 

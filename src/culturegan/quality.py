@@ -44,7 +44,7 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
     methods = metrics["methods"]
     gan = methods.get("gan", {})
     baselines = {k: v for k, v in methods.items() if k != "gan"}
-    truth = metrics["reference"].get("truth_vs_source", {})
+    truth = (metrics.get("controls") or {}).get("truth", {})  # the true rendering's own scores
     row: dict[str, Any] = {
         "direction": metrics["pair"],
         "gan_gt_ssim": gan.get("gt_ssim"),

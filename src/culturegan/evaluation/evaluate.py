@@ -61,9 +61,6 @@ def load_translator(generator_path: Path, batch_size: int = 32) -> Translate:
     return module_translator(load_generator(path), batch_size)
 
 
-CONTROLS = ("truth", "truth_noise", "truth_blur", "colour_transfer", "source")
-
-
 def control_outputs(
     sources: np.ndarray, truth: np.ndarray, target_refs: np.ndarray, seed: int
 ) -> dict[str, np.ndarray]:
@@ -173,11 +170,6 @@ def evaluate_pair(
     )
     target_hf = float(imageops.high_frequency_share(tgt.images).mean())
     reference["target_real"]["hf_share"] = target_hf
-    if aligned is not None:
-        # What the true rendering itself scores against its source: the ceiling of content
-        # preservation that a transfer into this style can reach.
-        ia, ib = aligned
-        reference["truth_vs_source"] = metrics.content_preservation(src.images[ia], tgt.images[ib])
 
     def score(
         out: np.ndarray, inputs: np.ndarray, against: dict[str, Any], truth: tuple[np.ndarray, np.ndarray] | None
@@ -225,7 +217,8 @@ def evaluate_pair(
     if aligned is not None:
         # Metric validity (RESEARCH.md, trap 7): the true rendering and outputs that must lose to it,
         # scored by every metric. Their distribution metrics use the target's TRAIN images as the
-        # reference, since the truth IS the test reference and would match it trivially.
+        # reference, since the truth IS the test reference and would match it trivially. The
+        # truth's own content scores are the ceiling a transfer into this style can reach.
         ia, ib = aligned
         train_ref = {}
         for space, fn in spaces.items():

@@ -1,8 +1,8 @@
 """Metric validity (RESEARCH.md, trap 7): does each metric rank the true rendering above outputs
 that must lose to it? A metric is trusted only where it does, in every directed pair, by a margin.
 
-The evaluate stage scores the truth and its controls (`evaluate.CONTROLS`) in metrics.json under
-"controls"; this module turns them into one table row per metric.
+The evaluate stage scores the truth and its controls (`evaluate.control_outputs`) in metrics.json
+under "controls"; this module turns them into one table row per metric.
 """
 
 from __future__ import annotations

@@ -171,6 +171,12 @@ def _l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x.float(), y.float())
 
 
+def _discriminator_input(cfg: TrainConfig, rt: Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What every discriminator input, real or fake, goes through: DiffAugment with train.augment
+    (the identity when it is empty), drawing from the checkpointed trainer RNG."""
+    return lambda x: diff_augment(x, cfg.augment, rt.rng)
+
+
 def cyclegan_step(
     batch: tuple[torch.Tensor, torch.Tensor],
     nets: CycleGANNets,
@@ -185,8 +191,7 @@ def cyclegan_step(
     real_a, real_b = (rt.prepare(x) for x in batch)  # (B, 3, H, W) each, in [-1, 1]
     n = real_a.shape[0]
 
-    def aug(x: torch.Tensor) -> torch.Tensor:  # every discriminator input, real or fake
-        return diff_augment(x, cfg.augment, rt.rng)
+    aug = _discriminator_input(cfg, rt)
 
     lam_cyc = cfg.cyclegan.lambda_cycle
     lam_idt = cfg.cyclegan.lambda_identity * lam_cyc
@@ -283,8 +288,7 @@ def cut_step(
     real_a, real_b = (rt.prepare(x) for x in batch)
     n = real_a.shape[0]
 
-    def aug(x: torch.Tensor) -> torch.Tensor:  # every discriminator input, real or fake
-        return diff_augment(x, cfg.augment, rt.rng)
+    aug = _discriminator_input(cfg, rt)
 
     layers = tuple(cfg.cut.nce_layers)
     use_idt = cfg.nce_idt
