@@ -124,6 +124,35 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
     }
 
 
+def test_dvc_repro_runs_end_to_end_on_a_folder_per_style_source(project: Path, tmp_path: Path):
+    """Real data, not the renderer: prepare must write every declared output (preview included)."""
+    from PIL import Image
+
+    from culturegan.data.synthetic import make_scene, render
+
+    source = tmp_path / "my_styles"
+    for style in ("photo", "inkwash", "ukiyoe"):
+        for split, scenes in (("train", range(12)), ("test", range(12, 16))):
+            folder = source / style / split
+            folder.mkdir(parents=True)
+            for i in scenes:
+                Image.fromarray(render(make_scene(500 + i), style, 48)).save(folder / f"{i}.jpg", quality=92)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = str(source)
+    params["data"]["layout"] = "per_style"
+    params["train"]["seeds"] = [0]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    _run(["dvc", "repro"], project)
+    assert (project / "data" / "preview.png").is_file()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert {"prepare", "validate", "train@photo-inkwash-0", "evaluate@photo-inkwash-0", "analyze"} <= set(lock)
+    metrics = json.loads((project / "reports/eval/photo-inkwash/seed0/photo-inkwash/metrics.json").read_text())
+    assert metrics["ground_truth"] is False and metrics["controls"] == {}  # no truth for real data
+    again = _run(["dvc", "repro"], project)
+    assert "Running stage" not in again.stdout
+
+
 def test_dvc_repro_stops_at_the_validation_gate_with_a_summary(project: Path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["validation"]["min_train_per_style"] = 500
