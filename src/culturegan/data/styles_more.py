@@ -22,6 +22,7 @@ from culturegan.data.synthetic import (
     Scene,
     _downsample,
     _Geom,
+    _LabelledCanvas,
     _noise,
     _outline,
     _rgb,
@@ -85,15 +86,8 @@ def goldground(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     img[g.bank_mask] = P["green"]
     labels[g.bank_mask] = BANK
 
-    pil = _to_image(img)
-    d = ImageDraw.Draw(pil)
-    lab = Image.fromarray(labels, "L")
-    ld = ImageDraw.Draw(lab)
-    nxt = iter(range(16, 255))
-
-    def shape(kind: str, xy: object, colour: object) -> None:
-        getattr(d, kind)(xy, fill=_rgb(colour))
-        getattr(ld, kind)(xy, fill=next(nxt))
+    canvas = _LabelledCanvas(img, labels)
+    d, shape = canvas.draw, canvas.shape
 
     if scene.orb is not None:  # a tooled gold disc, like a halo, with a ring of punches
         o = scene.orb
@@ -117,8 +111,7 @@ def goldground(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
             shape("polygon", [(x, y - L * 0.85), (x, y - L * 0.2), (x + b.heading * L * 0.36, y - L * 0.2)], P["white"])
         shape("polygon", [(x - L / 2, y - L * 0.16), (x + L / 2, y - L * 0.16), (x + L * 0.36, y), (x - L * 0.36, y)], P["vermilion"])
 
-    img = np.asarray(pil, dtype=np.float32).copy()
-    img[_outline(np.asarray(lab), max(2, round(S / 64)))] = P["outline"]
+    img = canvas.outlined(P["outline"], max(2, round(S / 64)))
     # Pointed-arch (ogival) frame: outside two circular arcs meeting at the apex is the frame.
     xx, yy = np.meshgrid(np.arange(S) + 0.5, np.arange(S) + 0.5)
     margin, radius = 0.06 * S, 0.95 * S

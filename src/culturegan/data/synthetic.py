@@ -707,6 +707,30 @@ def _outline(labels: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+class _LabelledCanvas:
+    """A colour image and a label map drawn together: every `shape` gets its own label, so
+    `outlined` can trace an even dark line around each one (the key block of a print, the contour
+    of a panel painting). `draw` paints the colour image alone (texture that takes no outline)."""
+
+    def __init__(self, img: np.ndarray, labels: np.ndarray) -> None:
+        self.image = _to_image(img)
+        self.draw = ImageDraw.Draw(self.image)
+        self._labels = Image.fromarray(labels, "L")
+        self._label_draw = ImageDraw.Draw(self._labels)
+        self._next = iter(range(_FIRST_OBJECT, 255))
+
+    def shape(self, kind: str, xy: Any, colour: Any) -> None:
+        label = next(self._next)
+        getattr(self.draw, kind)(xy, fill=_rgb(colour))
+        getattr(self._label_draw, kind)(xy, fill=label)
+
+    def outlined(self, colour: np.ndarray, width: int) -> np.ndarray:
+        """The colour image as float32 (H, W, 3) with `colour` lines `width` px wide between areas."""
+        img = np.asarray(self.image, dtype=np.float32).copy()
+        img[_outline(np.asarray(self._labels), width)] = colour
+        return img
+
+
 def _ukiyoe(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     S = 2 * size
     g = _Geom(scene, S)
@@ -751,16 +775,8 @@ def _ukiyoe(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
         peak = float(g.tops[0].min())
         labels[(labels == 1) & (g.yy < peak + 0.09 + 0.012 * np.sin(g.c * 90)[None, :])] = 15
 
-    pil = _to_image(img)
-    d = ImageDraw.Draw(pil)
-    lab = Image.fromarray(labels, "L")
-    ld = ImageDraw.Draw(lab)
-    nxt = iter(range(_FIRST_OBJECT, 255))
-
-    def shape(kind: str, xy: Any, colour: Any) -> None:
-        k = next(nxt)
-        getattr(d, kind)(xy, fill=_rgb(colour))
-        getattr(ld, kind)(xy, fill=k)
+    canvas = _LabelledCanvas(img, labels)
+    d, shape = canvas.draw, canvas.shape
 
     # Stylised waves: rows of scalloped crests on the water, drawn into the colour layer only.
     wave_rows = np.arange(scene.horizon + 0.05, 1.0, rng.uniform(0.05, 0.07))
@@ -837,10 +853,7 @@ def _ukiyoe(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
     fill = P["ochre"] if rng.random() < 0.5 else P["rose"]
     shape("rectangle", [cx0, cy0, cx0 + cw, cy0 + ch], fill)
 
-    labels = np.asarray(lab)
-    img = np.asarray(pil, dtype=np.float32).copy()
-    line = _outline(labels, max(2, round(S / 64)))
-    img[line] = P["key"]
+    img = canvas.outlined(P["key"], max(2, round(S / 64)))
     for k in range(int(rng.integers(4, 8))):  # title glyphs inside the cartouche
         gy = cy0 + ch * (0.1 + 0.12 * k)
         gx = cx0 + cw * 0.3
