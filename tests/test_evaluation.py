@@ -471,3 +471,50 @@ def test_colour_only_transfer_loses_to_the_truth_in_the_classifier_space(tmp_pat
     truth, colour = controls["truth"], controls["colour_transfer"]
     assert colour["kid_classifier_relative_gain"] < truth["kid_classifier_relative_gain"] - 0.3
     assert colour["style_accuracy"] < truth["style_accuracy"]
+
+
+# --- scoring on fixed tiles (evaluation.tile_size) ------------------------------------------
+
+
+def test_tiles_cut_each_image_into_its_non_overlapping_squares_in_order():
+    images = np.arange(2 * 6 * 4 * 3, dtype=np.int32).reshape(2, 6, 4, 3)
+    t = imageops.tiles(images, 2)
+    assert t.shape == (2 * 3 * 2, 2, 2, 3)  # 6x4 -> 3 rows of 2 tiles each
+    np.testing.assert_array_equal(t[0], images[0, 0:2, 0:2])
+    np.testing.assert_array_equal(t[1], images[0, 0:2, 2:4])
+    np.testing.assert_array_equal(t[2], images[0, 2:4, 0:2])
+    np.testing.assert_array_equal(t[6], images[1, 0:2, 0:2])
+    assert imageops.tiles(images, 4).shape == (2, 4, 4, 3)  # the remainder rows are cut off
+    with pytest.raises(ValueError, match="larger than"):
+        imageops.tiles(images, 8)
+
+
+def test_tile_size_larger_than_the_images_is_refused_when_params_load():
+    with pytest.raises(ValueError, match="evaluation.tile_size"):
+        tiny_params(tile_size=64)
+
+
+def test_tiled_evaluation_scores_every_tile_and_keeps_whole_images_in_the_grid(tmp_path: Path, bench):
+    _, data, _, _ = bench
+    params = tiny_params(tile_size=16)
+    clf = train_style_classifier(params, data, tmp_path / "clf")
+    report = json.loads(Path(clf["report"]).read_text())
+    assert report["tile_size"] == 16 and report["n_train"]["photo"] == 30 * 4
+    assert report["test_accuracy"] > 0.5  # 4 styles: chance is 0.25
+    seen: list[tuple[int, ...]] = []
+
+    def spy(images: np.ndarray) -> np.ndarray:
+        seen.append(images.shape)
+        return images.copy()
+
+    out = tmp_path / "photo-inkwash"
+    evaluate_pair(params, "photo-inkwash", data, None, Path(clf["classifier"]), out, translate=spy)
+    m = json.loads((out / "metrics.json").read_text())
+    assert seen == [(12, SIZE, SIZE, 3)]  # the GAN translated whole images
+    assert m["tile_size"] == 16
+    assert m["n_scored"] == {"source_test": 48, "target_test": 48, "target_train_refs": 120}
+    assert m["methods"]["gan"]["n_images"] == 48 and m["controls"]["truth"]["n_images"] == 48
+    assert m["methods"]["gan"]["gt_ssim"] == pytest.approx(m["methods"]["identity"]["gt_ssim"])
+    assert m["controls"]["truth"]["gt_ssim"] == pytest.approx(1.0)
+    grid = Image.open(out / "grid.png")
+    assert grid.height > 3 * SIZE  # whole 32 px images, not 16 px tiles

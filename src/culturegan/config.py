@@ -377,6 +377,13 @@ class EvaluationConfig(_Strict):
     hist_bins: int = Field(8, ge=2, le=64, description="bins per RGB channel of the colour histogram distance")
     batch_size: int = Field(32, ge=1, le=4096, description="images per forward pass of the GAN and extractors")
     grid_rows: int = Field(6, ge=1, le=64, description="test scenes shown in grid.png")
+    tile_size: int | None = Field(
+        None,
+        ge=16,
+        description="score on the fixed non-overlapping tiles of this side of every test image (and"
+        " train the style classifier on them); null: whole images. Every method still translates"
+        " whole images; few large paintings give many tiles (params/realart.yaml)",
+    )
     inception_weights: Path | None = Field(
         None,
         description="local torchvision inception_v3 state_dict: adds the Inception feature space; never downloaded",
@@ -565,6 +572,15 @@ class Params(_Strict):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @model_validator(mode="after")
+    def _tile_fits(self) -> Params:
+        tile = self.evaluation.tile_size
+        if tile is not None and tile > self.data.image_size:
+            raise ValueError(
+                f"evaluation.tile_size ({tile}) is larger than data.image_size ({self.data.image_size})"
+            )
+        return self
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

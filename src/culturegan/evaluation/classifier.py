@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from culturegan.config import ClassifierConfig, Params
 from culturegan.errors import CheckpointError, ValidationFailed
+from culturegan.evaluation.imageops import tiles
 from culturegan.evaluation.imageset import load_split, manifest_styles
 from culturegan.fileio import atomic_path, atomic_write_text
 
@@ -162,9 +163,15 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
             f"the style classifier needs at least two styles with train images in {data_root}, found {styles}",
             hint="prepare data with two or more styles",
         )
-    train = [load_split(data_root, s, "train") for s in styles]
-    test = [load_split(data_root, s, "test") for s in styles]
-    x_train = to_input(np.concatenate([t.images for t in train]), cfg.input_size)
+    tile = params.evaluation.tile_size
+
+    def samples(split: str) -> list[np.ndarray]:
+        """Per style: its images, or their fixed tiles when evaluation scores tiles (same scale)."""
+        sets = [load_split(data_root, s, split).images for s in styles]
+        return sets if tile is None else [tiles(x, tile) for x in sets]
+
+    train, test = samples("train"), samples("test")
+    x_train = to_input(np.concatenate(train), cfg.input_size)
     y_train = torch.cat([torch.full((len(t),), k, dtype=torch.long) for k, t in enumerate(train)])
 
     torch.manual_seed(params.seed)
@@ -205,7 +212,7 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
 
     clf = StyleClassifier(net.eval(), styles, cfg.input_size, cfg.batch_size)
     y_true = np.concatenate([np.full(len(t), k) for k, t in enumerate(test)])
-    y_pred = clf.predict_proba(np.concatenate([t.images for t in test])).argmax(1)
+    y_pred = clf.predict_proba(np.concatenate(test)).argmax(1)
     confusion = _confusion(y_true, y_pred, len(styles))
     per_style = {
         s: float(confusion[k, k] / max(confusion[k].sum(), 1)) for k, s in enumerate(styles)
@@ -232,8 +239,9 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
             "matrix": confusion.tolist(),
         },
         "train_accuracy_last_epoch": correct / max(seen, 1),
-        "n_train": {t.style: len(t) for t in train},
-        "n_test": {t.style: len(t) for t in test},
+        "n_train": {s: len(t) for s, t in zip(styles, train, strict=True)},
+        "n_test": {s: len(t) for s, t in zip(styles, test, strict=True)},
+        "tile_size": tile,
         "feature_dim": cfg.feature_dim,
         "epochs": cfg.epochs,
         "seed": params.seed,

@@ -157,7 +157,10 @@ def culture_distance(
     images = {s: load_split(data_root, s, "test").images for s in styles}
     feature_fn = None
     if classifier_path is not None:
-        feature_fn = load_classifier(Path(classifier_path), params.evaluation.batch_size).features
+        features = load_classifier(Path(classifier_path), params.evaluation.batch_size).features
+        tile = params.evaluation.tile_size
+        # The classifier learnt (and evaluation scores) tiles when tile_size is set: same scale here.
+        feature_fn = features if tile is None else (lambda x: features(imageops.tiles(x, tile)))
     matrices, scalars = culture_views(images, params.evaluation.culture, feature_fn)
     combined, scales = combine(matrices)
     return {

@@ -134,6 +134,19 @@ def evaluate_pair(
     spaces = _feature_spaces(params, classifier)
     aligned = scene_pairs(src, tgt)
 
+    # Scoring runs on fixed tiles when evaluation.tile_size is set (few large paintings: many
+    # samples, at the scale the GAN was trained on); every method translates whole images first.
+    tile = cfg.tile_size
+    per_image = 1 if tile is None else (src.images.shape[1] // tile) * (src.images.shape[2] // tile)
+
+    def tiled(images: np.ndarray) -> np.ndarray:
+        return images if tile is None else imageops.tiles(images, tile)
+
+    def tile_index(index: np.ndarray) -> np.ndarray:
+        return (np.asarray(index)[:, None] * per_image + np.arange(per_image)[None, :]).reshape(-1)
+
+    src_t, tgt_t, refs_t = tiled(src.images), tiled(tgt.images), tiled(refs.images)
+
     methods, skipped = make_baselines(cfg, params.seed)
     if translate is not None:
         methods = {GAN: translate, **methods}
@@ -141,8 +154,8 @@ def evaluate_pair(
         skipped[GAN] = "no model_dir given: baselines only"
 
     kid_args = {"subsets": cfg.kid_subsets, "subset_size": cfg.kid_subset_size, "seed": params.seed}
-    target_feats = {name: fn(tgt.images) for name, fn in spaces.items()}
-    source_feats = {name: fn(src.images) for name, fn in spaces.items()}
+    target_feats = {name: fn(tgt_t) for name, fn in spaces.items()}
+    source_feats = {name: fn(src_t) for name, fn in spaces.items()}
     reference: dict[str, Any] = {"target_real": {}, "source_vs_target": {}}
     kid_identity: dict[str, float] = {}
     for name in spaces:
@@ -166,9 +179,9 @@ def evaluate_pair(
             }
         )
     reference["target_real"]["style_accuracy"] = metrics.style_accuracy(
-        classifier.predict_proba(tgt.images), target_index
+        classifier.predict_proba(tgt_t), target_index
     )
-    target_hf = float(imageops.high_frequency_share(tgt.images).mean())
+    target_hf = float(imageops.high_frequency_share(tgt_t).mean())
     reference["target_real"]["hf_share"] = target_hf
 
     def score(
@@ -201,8 +214,10 @@ def evaluate_pair(
                 f"method {name!r} returned {out.dtype} {out.shape}, expected uint8 {src.images.shape}"
             )
         outputs[name] = out
-        truth = (aligned[0], tgt.images[aligned[1]]) if aligned is not None else None
-        record = score(out, src.images, test_ref, truth)
+        truth = None
+        if aligned is not None:
+            truth = (tile_index(aligned[0]), tgt_t[tile_index(aligned[1])])
+        record = score(tiled(out), src_t, test_ref, truth)
         record["seconds"] = round(seconds, 3)
         records[name] = record
         log.info(
@@ -222,10 +237,11 @@ def evaluate_pair(
         ia, ib = aligned
         train_ref = {}
         for space, fn in spaces.items():
-            ref_feats = fn(refs.images)
+            ref_feats = fn(refs_t)
             train_ref[space] = (ref_feats, metrics.kid(source_feats[space], ref_feats, **kid_args)[0])
+        src_a, truth_a = tiled(src.images[ia]), tiled(tgt.images[ib])
         for name, out in control_outputs(src.images[ia], tgt.images[ib], refs.images, params.seed).items():
-            controls[name] = score(out, src.images[ia], train_ref, (np.arange(len(ia)), tgt.images[ib]))
+            controls[name] = score(tiled(out), src_a, train_ref, (np.arange(len(src_a)), truth_a))
 
     result = {
         "pair": pair,
@@ -233,12 +249,14 @@ def evaluate_pair(
         "target": target,
         "seed": params.seed,
         "image_size": int(src.images.shape[1]),
+        "tile_size": tile,
         "n_images": {
             "source_test": len(src),
             "target_test": len(tgt),
             "target_train_refs": len(refs),
             "ground_truth_pairs": 0 if aligned is None else len(aligned[0]),
         },
+        "n_scored": {"source_test": len(src_t), "target_test": len(tgt_t), "target_train_refs": len(refs_t)},
         "feature_spaces": list(spaces),
         "ground_truth": aligned is not None,
         "methods": records,

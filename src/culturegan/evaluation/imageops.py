@@ -140,3 +140,16 @@ def high_frequency_share(images: np.ndarray, band: float = 0.75) -> np.ndarray:
     high = np.maximum(fy, fx) >= band  # the outer square ring of the spectrum
     total = power.sum(axis=(1, 2))
     return power[:, high].sum(axis=1) / np.maximum(total, 1e-12)
+
+
+def tiles(images: np.ndarray, size: int) -> np.ndarray:
+    """The non-overlapping `size` x `size` tiles of every image, row by row, image after image:
+    (N, H, W, C) -> (N * (H // size) * (W // size), size, size, C). A remainder is cut off."""
+    n, h, w, c = images.shape
+    ny, nx = h // size, w // size
+    if ny == 0 or nx == 0:
+        raise ValueError(f"tile size {size} is larger than the {h}x{w} images")
+    cut = images[:, : ny * size, : nx * size]
+    return (
+        cut.reshape(n, ny, size, nx, size, c).transpose(0, 1, 3, 2, 4, 5).reshape(-1, size, size, c)
+    )
