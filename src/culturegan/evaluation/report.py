@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from culturegan.config import TrackingConfig
-from culturegan.evaluation.analysis import COMBINED, GAN, MEASURES, metric_info
+from culturegan.evaluation.measures import COMBINED, GAN, MEASURES, metric_info
 from culturegan.fileio import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
