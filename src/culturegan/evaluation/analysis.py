@@ -21,7 +21,7 @@ from culturegan.config import Params, dump_params
 from culturegan.errors import SourceError
 from culturegan.evaluation import tables
 from culturegan.evaluation.findings import (
-    CAVEATS,
+    caveats,
     honest_sentence,
     study_findings,
     validity_findings,
@@ -131,8 +131,13 @@ def analyze_records(
     classifier: dict[str, Any] | None = None,
     run_ids: dict[str, str] | None = None,
     culture_png: Path | None = None,
+    eval_root: Path | None = None,
 ) -> dict[str, Any]:
-    """The analysis of already-loaded metrics records and culture result; writes figures and analysis.json."""
+    """The analysis of already-loaded metrics records and culture result; writes figures and analysis.json.
+
+    `run_ids` are keyed by training-run folder (collect_run_ids); `eval_root`, the folder the
+    records' metrics files were found in, lets each directed pair find the run that produced it.
+    """
     cfg = params.analysis
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,8 +160,7 @@ def analyze_records(
                 hint="each (pair, seed) must be evaluated once",
             )
         first = group[0]
-        # runs/<pair>/run_id.txt, or one per seed below it (runs/<pair>/seed1/run_id.txt)
-        own = {k: v for k, v in run_ids.items() if k == pair or k.startswith(pair + "/")}
+        own = pair_run_ids(pair, group, run_ids, eval_root)
         pairs.append(
             tables.summarize_pair(
                 group, tables.pair_distances(culture, first["source"], first["target"]), own
@@ -255,7 +259,7 @@ def analyze_records(
         "figures": figures,
         "tidy": str(out_dir / TIDY_CSV),
         "n_tidy_rows": len(tidy),
-        "caveats": CAVEATS,
+        "caveats": caveats(params.data.is_synthetic),
     }
     analysis = _clean(analysis)
     atomic_write_text(
@@ -272,10 +276,12 @@ def analyze(
     out_dir: Path,
     classifier_file: Path | None = None,
     run_ids: dict[str, str] | None = None,
+    eval_root: Path | None = None,
 ) -> dict[str, Any]:
     """Analyse evaluate-stage metrics.json files against culture.json; write analysis.json and figures.
 
-    Pair and seed come from each file's content. Returns the analysis dict (as written).
+    Pair and seed come from each file's content; `eval_root` (the folder the files are under) ties
+    each file to its training run in `run_ids` (see pair_run_ids). Returns the analysis dict.
     """
     records = load_metrics(metrics_files)
     culture_file = Path(culture_file)
@@ -287,7 +293,14 @@ def analyze(
             classifier_file, "classifier report", "run the classifier stage first"
         )
     return analyze_records(
-        params, records, culture, out_dir, classifier, run_ids, culture_file.parent / CULTURE_PNG
+        params,
+        records,
+        culture,
+        out_dir,
+        classifier,
+        run_ids,
+        culture_file.parent / CULTURE_PNG,
+        eval_root,
     )
 
 
@@ -305,6 +318,34 @@ def collect_run_ids(runs_root: Path) -> dict[str, str]:
         if run_id:
             out[path.parent.relative_to(runs_root).as_posix()] = run_id
     return out
+
+
+def pair_run_ids(
+    pair: str,
+    records: list[dict[str, Any]],
+    run_ids: dict[str, str],
+    eval_root: Path | None = None,
+) -> dict[str, str]:
+    """The training runs behind one directed pair, from `run_ids` keyed by run folder.
+
+    By name: runs/<pair>/run_id.txt, or one per seed below it (runs/<pair>/seed1/run_id.txt). By
+    place, with `eval_root`: the evaluate stage writes eval_root/<trained pair>/seed<k>/<direction>/
+    for the model in runs/<trained pair>/seed<k>/, so the run whose folder leads to a record's
+    metrics file produced it, the reverse direction of a CycleGAN included.
+    """
+    places = []
+    if eval_root is not None:
+        for r in records:
+            folder = Path(r["_file"]).parent if r.get("_file") else None
+            if folder is not None and folder.is_relative_to(eval_root):
+                places.append(folder.relative_to(eval_root).as_posix())
+    return {
+        k: v
+        for k, v in run_ids.items()
+        if k == pair
+        or k.startswith(pair + "/")
+        or any(place == k or place.startswith(k + "/") for place in places)
+    }
 
 
 def analyze_stage(
@@ -326,7 +367,7 @@ def analyze_stage(
             hint="run the evaluate stage for at least one pair",
         )
     run_ids = collect_run_ids(runs_root)
-    analysis = analyze(params, files, culture_file, out_dir, classifier_file, run_ids)
+    analysis = analyze(params, files, culture_file, out_dir, classifier_file, run_ids, eval_root)
     index = render_report(analysis, out_dir)
     primary = analysis["primary_correlation"] or {}
     perm = primary.get("permutation") or {}

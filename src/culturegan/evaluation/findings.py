@@ -11,6 +11,10 @@ import numpy as np
 from culturegan.config import AnalysisConfig
 from culturegan.evaluation.measures import MEASURES
 
+SYNTHETIC_CAVEAT = (
+    "Synthetic data: the procedural benchmark renders the same scenes in every style, which removes "
+    "the subject-matter confound but does not show how the results carry over to real art."
+)
 CAVEATS = [
     (
         "The style classifier is closed-set: it only knows these styles, so it can reward a colour "
@@ -26,12 +30,14 @@ CAVEATS = [
         "correlation can be chance. More styles help more than more seeds."
     ),
     "The cultural distance is symmetric, so it cannot explain differences between A->B and B->A.",
-    (
-        "Synthetic data: the procedural benchmark renders the same scenes in every style, which removes "
-        "the subject-matter confound but does not show how the results carry over to real art."
-    ),
+    SYNTHETIC_CAVEAT,
     "FID at small N is biased, and the bias depends on N: compare FIDs only at equal image counts.",
 ]
+
+
+def caveats(synthetic: bool) -> list[str]:
+    """The standing caveats; the one about synthetic data only when the data are synthetic."""
+    return [c for c in CAVEATS if synthetic or c != SYNTHETIC_CAVEAT]
 
 
 def _p_text(perm: dict[str, Any]) -> str:
