@@ -19,10 +19,10 @@ SRC = REPO_ROOT / "src"
 MAX_MODULE_LINES = 1000
 
 # Modules over the ceiling that are being split elsewhere (remove each entry once it is split).
-KNOWN_OVERSIZED = {"culturegan.data.sources", "culturegan.data.synthetic"}
+KNOWN_OVERSIZED = {"culturegan.data.sources"}
 
 # Cycles being removed elsewhere (remove each entry once it is gone); nothing may be added here.
-KNOWN_CYCLES = [["culturegan.data.styles_more", "culturegan.data.synthetic"]]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def _modules() -> dict[str, Path]:
