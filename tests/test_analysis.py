@@ -13,16 +13,10 @@ import pytest
 
 from culturegan.config import AnalysisConfig, Params
 from culturegan.errors import SourceError
-from culturegan.evaluation.analysis import (
-    analyze,
-    analyze_records,
-    correlate,
-    honest_sentence,
-    load_metrics,
-    measures_of,
-    permutation_test,
-    spearman,
-)
+from culturegan.evaluation.analysis import analyze, analyze_records, load_metrics
+from culturegan.evaluation.findings import honest_sentence
+from culturegan.evaluation.measures import measures_of
+from culturegan.evaluation.stats import correlate, permutation_test, spearman
 
 STYLES4 = ["impressionist", "inkwash", "photo", "ukiyoe"]
 

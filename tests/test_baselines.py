@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from culturegan.config import EvaluationConfig, GatysConfig
-from culturegan.data.synthetic import make_scene, render
+from culturegan.data.scene import make_scene
+from culturegan.data.synthetic import render
 from culturegan.errors import ConfigError
 from culturegan.evaluation import imageops
 from culturegan.evaluation.baselines import (

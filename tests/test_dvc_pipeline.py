@@ -128,7 +128,8 @@ def test_dvc_repro_runs_end_to_end_on_a_folder_per_style_source(project: Path, t
     """Real data, not the renderer: prepare must write every declared output (preview included)."""
     from PIL import Image
 
-    from culturegan.data.synthetic import make_scene, render
+    from culturegan.data.scene import make_scene
+    from culturegan.data.synthetic import render
 
     source = tmp_path / "my_styles"
     for style in ("photo", "inkwash", "ukiyoe"):

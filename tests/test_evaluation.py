@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from culturegan.config import GeneratorConfig, Params
-from culturegan.data.synthetic import make_scene, prepare_synthetic, render
+from culturegan.data.scene import make_scene
+from culturegan.data.synthetic import prepare_synthetic, render
 from culturegan.errors import CheckpointError, ConfigError, SourceError
 from culturegan.evaluation import imageops, metrics
 from culturegan.evaluation.baselines import histogram_matching, identity, reinhard

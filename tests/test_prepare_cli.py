@@ -13,7 +13,8 @@ import yaml
 from PIL import Image
 
 from culturegan.data.manifest import read_manifest, read_rejects
-from culturegan.data.synthetic import make_scene, render
+from culturegan.data.scene import make_scene
+from culturegan.data.synthetic import render
 
 VENV_BIN = Path(sys.executable).parent
 

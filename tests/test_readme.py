@@ -20,3 +20,10 @@ def test_readme_starts_with_setup_plus_main_job_and_setup_plus_tests():
 def test_ci_runs_the_readme_test_command_verbatim():
     ci = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
     assert _readme_commands()[1] in ci
+
+
+def test_ci_lints_with_ruff_after_setup_and_before_the_tests():
+    ci = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    setup = ci.index("bash scripts/setup.sh")
+    lint = next(i for i, line in enumerate(ci) if "ruff check src tests scripts" in line)
+    assert setup < lint < ci.index(_readme_commands()[1])

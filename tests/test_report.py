@@ -212,7 +212,9 @@ def test_summary_statistics_asymmetry_classifier_and_run_sections_are_filled(rep
     confusion = by_id["confusion"]
     assert [c["text"] for c in confusion["head"][0]][1:5] == STYLES4
     assert [c["text"] for c in confusion["body"][0]][1:5] == ["10", "1", "1", "1"]
-    assert [c["text"] for c in by_id["run-ids"]["body"][0]] == ["photo-inkwash", "0123abcd"]
+    runs = [[c["text"] for c in row] for row in by_id["run-ids"]["body"]]
+    assert ["photo-inkwash", "photo-inkwash", "0123abcd"] in runs
+    assert ["inkwash-photo", "\u2014", "\u2014"] in runs  # evaluated, but no run id was found
     assert "<details><summary>Effective parameters" in html and "primary_metric: kid_gain" in html
     for words in ("closed-set", "Few domains", "Synthetic data"):
         assert words in html
@@ -251,6 +253,59 @@ def test_one_pair_one_seed_report_has_no_nan_and_says_no_correlation(tmp_path: P
     assert "no correlation between relative KID gain and cultural distance can be estimated" in html
     assert "No pair was evaluated in both directions" in html
     assert fmt(float("nan")) == fmt(None) == "\u2014"
+
+
+def test_the_synthetic_data_caveat_is_shown_only_for_synthetic_data(tmp_path: Path):
+    records = [fake_record("photo-inkwash", 0, 0.5)]
+    culture = culture_dict(STYLES4, distinct_matrix(4))
+    for source, shown in (("synthetic", True), (str(tmp_path / "paintings"), False)):
+        real = Params.model_validate(
+            {"data": {"source": source}, "analysis": {"bootstrap_samples": 200}}
+        )
+        out = tmp_path / ("synthetic" if shown else "real")
+        analysis = analyze_records(real, records, culture, out)
+        html = render_report(analysis, out).read_text(encoding="utf-8")
+        assert ("Synthetic data" in html) is shown, source
+        assert any(c.startswith("Synthetic data") for c in analysis["caveats"]) is shown
+        assert "Few domains" in html  # the other caveats hold for any data
+
+
+def test_every_directed_pair_lists_its_training_run_the_reverse_of_a_cyclegan_included(
+    tmp_path: Path,
+):
+    """The stage's layout: runs/<pair>/seed<k>/run_id.txt; a CycleGAN trained on photo-inkwash is
+    evaluated in both directions, in eval/photo-inkwash/seed<k>/{photo-inkwash,inkwash-photo}/."""
+    eval_root, runs_root = tmp_path / "eval", tmp_path / "runs"
+    for seed, run_id in ((0, "aaaa0000"), (1, "bbbb1111")):
+        (runs_root / "photo-inkwash" / f"seed{seed}").mkdir(parents=True)
+        (runs_root / "photo-inkwash" / f"seed{seed}" / "run_id.txt").write_text(run_id + "\n")
+        for direction, gain in (("photo-inkwash", 0.7), ("inkwash-photo", 0.4)):
+            folder = eval_root / "photo-inkwash" / f"seed{seed}" / direction
+            folder.mkdir(parents=True)
+            record = fake_record(direction, seed, gain + 0.01 * seed)
+            (folder / "metrics.json").write_text(json.dumps(record))
+    (runs_root / "photo-ukiyoe" / "seed0").mkdir(parents=True)  # trained, not yet evaluated
+    (runs_root / "photo-ukiyoe" / "seed0" / "run_id.txt").write_text("cccc2222\n")
+    culture = tmp_path / "culture" / "culture.json"
+    culture.parent.mkdir()
+    culture.write_text(json.dumps(culture_dict(STYLES4, distinct_matrix(4)), default=list))
+    summary = analyze_stage(params(), eval_root, culture, None, runs_root, tmp_path / "report")
+
+    analysis = json.loads((tmp_path / "report" / "analysis.json").read_text())
+    trained = {"photo-inkwash/seed0": "aaaa0000", "photo-inkwash/seed1": "bbbb1111"}
+    assert {p["pair"]: p["run_ids"] for p in analysis["pairs"]} == {
+        "inkwash-photo": trained,
+        "photo-inkwash": trained,
+    }
+    page = parse(Path(summary["report"]).read_text(encoding="utf-8"))
+    rows = next(t for t in page.tables if t["attrs"].get("id") == "run-ids")["body"]
+    assert [[c["text"] for c in row] for row in rows] == [
+        ["inkwash-photo", "photo-inkwash/seed0", "aaaa0000"],
+        ["inkwash-photo", "photo-inkwash/seed1", "bbbb1111"],
+        ["photo-inkwash", "photo-inkwash/seed0", "aaaa0000"],
+        ["photo-inkwash", "photo-inkwash/seed1", "bbbb1111"],
+        ["\u2014", "photo-ukiyoe/seed0", "cccc2222"],
+    ]
 
 
 def test_report_folder_is_logged_to_mlflow_as_artifacts(

@@ -12,15 +12,8 @@ from scipy.ndimage import sobel
 
 from culturegan.config import SYNTHETIC_STYLES, Params, parse_params
 from culturegan.data.manifest import MANIFEST_COLUMNS, read_manifest, read_rejects
-from culturegan.data.synthetic import (
-    PROFILE_POINTS,
-    Scene,
-    make_scene,
-    prepare_synthetic,
-    render,
-    renderers,
-    scene_seed,
-)
+from culturegan.data.scene import PROFILE_POINTS, Scene, make_scene
+from culturegan.data.synthetic import prepare_synthetic, render, renderers, scene_seed
 from culturegan.errors import ConfigError
 
 SIZE = 64

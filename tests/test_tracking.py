@@ -22,7 +22,6 @@ from culturegan.tracking import (
     finish_run,
     flatten_params,
     pair_run,
-    pipeline_run,
     resolve_tracking_uri,
     start_or_resume_parent,
 )
@@ -105,28 +104,27 @@ def test_pair_run_nests_under_parent_with_tags_flat_params_metrics_and_artifact(
 
     sample = tmp_path / "sample.png"
     sample.write_bytes(b"\x89PNG fake image bytes")
-    with (
-        pipeline_run(cfg, Params(), "pipeline") as parent,
-        pair_run(
-            cfg,
-            parent.run_id,
-            "photo2ukiyoe",
-            {"train": {"lr": 2e-4, "styles": ["photo", "ukiyoe"]}, "seed": 3},
-            source_style="photo",
-            target_style="ukiyoe",
-            objective="cyclegan",
-        ) as tracker,
-    ):
+    parent_id = start_or_resume_parent(cfg, Params(), tmp_path / "parent_run_id.txt")
+    with pair_run(
+        cfg,
+        parent_id,
+        "photo2ukiyoe",
+        {"train": {"lr": 2e-4, "styles": ["photo", "ukiyoe"]}, "seed": 3},
+        source_style="photo",
+        target_style="ukiyoe",
+        objective="cyclegan",
+    ) as tracker:
         assert mlflow.active_run().info.run_id == tracker.run_id
         tracker.log_metrics({"loss_G": 1.5, "loss_D": 0.5}, step=0)
         tracker.log_metrics({"loss_G": 1.0}, step=10)
         tracker.log_artifact(sample, "samples")
         tracker.set_tags({"note": "first"})
         pair_id = tracker.run_id
+    finish_run(cfg, parent_id)
 
     client = _client(cfg)
-    child, top = client.get_run(pair_id), client.get_run(parent.run_id)
-    assert child.data.tags["mlflow.parentRunId"] == parent.run_id
+    child, top = client.get_run(pair_id), client.get_run(parent_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent_id
     assert {
         k: child.data.tags[k] for k in ("pair", "source_style", "target_style", "objective")
     } == {
@@ -145,7 +143,7 @@ def test_pair_run_nests_under_parent_with_tags_flat_params_metrics_and_artifact(
     assert _history(cfg, pair_id, "loss_D") == [(0, 0.5)]
     assert (child.info.status, top.info.status) == ("FINISHED", "FINISHED")
     assert top.data.params["data.synthetic.train_scenes"] == "240"
-    assert "params.json" in [a.path for a in client.list_artifacts(parent.run_id)]
+    assert "params.json" in [a.path for a in client.list_artifacts(parent_id)]
 
     downloaded = Path(client.download_artifacts(pair_id, "samples/sample.png", str(tmp_path)))
     assert downloaded.read_bytes() == sample.read_bytes()
@@ -269,22 +267,6 @@ def test_start_or_resume_parent_reuses_the_file_id_until_finished_and_env_wins(
     monkeypatch.setenv(PARENT_RUN_ENV, "0" * 32)
     with pytest.raises(ConfigError, match=PARENT_RUN_ENV):
         start_or_resume_parent(cfg, Params(), id_file)
-
-
-def test_pipeline_run_uses_env_parent_and_leaves_it_running_but_fails_its_own(
-    cfg: TrackingConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    owned = start_or_resume_parent(cfg, Params(), tmp_path / "parent_run_id.txt")
-    monkeypatch.setenv(PARENT_RUN_ENV, owned)
-    with pipeline_run(cfg, Params(), "stage") as tracker:
-        assert tracker.run_id == owned
-    assert _client(cfg).get_run(owned).info.status == "RUNNING"
-
-    monkeypatch.delenv(PARENT_RUN_ENV)
-    with pytest.raises(KeyError), pipeline_run(cfg, Params(), "pipeline") as tracker:
-        raise KeyError("stage failed")
-    assert tracker.run_id != owned
-    assert _client(cfg).get_run(tracker.run_id).info.status == "FAILED"
 
 
 def test_configure_creates_the_experiment_once_with_an_absolute_artifact_location(

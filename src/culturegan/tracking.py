@@ -295,45 +295,6 @@ def _create_parent(client: MlflowClient, experiment_id: str, params: Params, nam
     return run.info.run_id
 
 
-@contextlib.contextmanager
-def pipeline_run(cfg: TrackingConfig, params: Params, name: str) -> Iterator[MlflowTracker]:
-    """The parent run of a whole pipeline execution; yields a tracker on it.
-
-    With CULTUREGAN_PARENT_RUN_ID set (by the process that started this stage), that run is
-    used and left running for its owner to end. Otherwise a new parent run is created and ended
-    here: FINISHED, or FAILED when the block raises. To nest stage subprocesses, pass them
-    `{PARENT_RUN_ENV: tracker.run_id}` in their environment.
-    """
-    experiment_id = configure(cfg)
-    uri = resolve_tracking_uri(cfg)
-    client = _client(uri)
-    env_id = os.environ.get(PARENT_RUN_ENV, "").strip()
-    if env_id:
-        _require_run(client, env_id, f"environment variable {PARENT_RUN_ENV}")
-        tracker = MlflowTracker(env_id, uri)
-        try:
-            yield tracker
-        except BaseException:
-            _quiet_flush(tracker)
-            raise
-        tracker.flush()
-        return
-    run_id = _create_parent(client, experiment_id, params, name)
-    tracker = MlflowTracker(run_id, uri)
-    try:
-        yield tracker
-    except BaseException as exc:
-        status = _exit_status(exc)
-        _quiet_flush(tracker)
-        try:
-            client.set_terminated(run_id, status)
-        except Exception:
-            log.exception("could not mark MLflow run %s as %s", run_id, status)
-        raise
-    tracker.flush()
-    client.set_terminated(run_id, "FINISHED")
-
-
 def start_or_resume_parent(
     cfg: TrackingConfig, params: Params, run_id_file: Path, name: str = "pipeline"
 ) -> str:

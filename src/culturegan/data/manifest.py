@@ -83,12 +83,6 @@ def phash_ints(hashes: Iterable[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hashes], dtype=np.uint64)
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise Hamming distances between two uint64 hash vectors: (len(a), len(b))."""
-    x = a[:, None] ^ b[None, :]
-    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
-
-
 def intensity_std(img: Image.Image) -> float:
     return float(np.asarray(img.convert("L"), dtype=np.float32).std())
 

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from culturegan.config import EvaluationConfig, GatysConfig
-from culturegan.errors import ConfigError
 from culturegan.evaluation import imageops
-from culturegan.evaluation.metrics import require_local_weights
+from culturegan.evaluation.weights import load_local_weights
 
 if TYPE_CHECKING:  # torch is imported lazily: only Gatys needs it
     import torch
@@ -94,27 +93,19 @@ def load_vgg19_features(weights: Path) -> torch.nn.Sequential:
 
     A full vgg19 state_dict works, and so does one holding only its `features.*` tensors.
     """
-    import torch
     from torchvision.models.vgg import cfgs, make_layers
 
-    key = "evaluation.vgg_weights"
-    weights = require_local_weights(
-        weights, key, "point it at a local torchvision vgg19 state_dict file, or set it to null to skip Gatys"
-    )
-    features = make_layers(cfgs["E"], batch_norm=False)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        state = {
+    features = load_local_weights(
+        lambda: make_layers(cfgs["E"], batch_norm=False),
+        weights,
+        "evaluation.vgg_weights",
+        "vgg19",
+        missing_hint="point it at a local torchvision vgg19 state_dict file, or set it to null to skip Gatys",
+        wrong_hint="save one with torch.save(torchvision.models.vgg19(...).state_dict(), path)",
+        select=lambda state: {
             k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")
-        }
-        features.load_state_dict(state)
-    except Exception as err:  # noqa: BLE001 (any failure to load means: not the expected file)
-        raise ConfigError(
-            f"{key} = {str(weights)!r} is not a torchvision vgg19 state_dict: {err}",
-            hint="save one with torch.save(torchvision.models.vgg19(...).state_dict(), path)",
-        ) from None
+        },
+    )
     net = features[: _STYLE_LAYERS[-1] + 1].eval()
     for p in net.parameters():
         p.requires_grad_(False)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import linalg
 
-from culturegan.errors import ConfigError
 from culturegan.evaluation import imageops
+from culturegan.evaluation.weights import load_local_weights
 
 log = logging.getLogger(__name__)
 
@@ -178,14 +178,6 @@ def _same_shape(a: np.ndarray, b: np.ndarray) -> None:
         )
 
 
-def require_local_weights(weights: Path | str, key: str, hint: str) -> Path:
-    """The local weights file named by params `key`; weights are never downloaded."""
-    weights = Path(weights)
-    if not weights.is_file():
-        raise ConfigError(f"{key} = {str(weights)!r} does not exist", hint=hint)
-    return weights
-
-
 class InceptionFeatures:
     """2048-d pool features of a torchvision Inception-v3 loaded from a LOCAL state_dict (never downloaded).
 
@@ -198,27 +190,20 @@ class InceptionFeatures:
         import torch
         from torchvision.models import inception_v3
 
-        key = "evaluation.inception_weights"
-        weights = require_local_weights(
-            weights, key, "point it at a local torchvision inception_v3 state_dict file, or set it to null"
-        )
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                state = state["state_dict"]
-            # The auxiliary classifier is unused here and absent from the model built without it.
-            state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
-            # transform_input=False: inputs are fed already scaled to [-1, 1], as the original
-            # TF Inception expects; torchvision's transform_input does the same from ImageNet stats.
-            net = inception_v3(
+        # transform_input=False: inputs are fed already scaled to [-1, 1], as the original
+        # TF Inception expects; torchvision's transform_input does the same from ImageNet stats.
+        net = load_local_weights(
+            lambda: inception_v3(
                 weights=None, aux_logits=False, init_weights=False, transform_input=False
-            )
-            net.load_state_dict(state)
-        except Exception as err:  # noqa: BLE001 (any failure to load means: not the expected file)
-            raise ConfigError(
-                f"{key} = {str(weights)!r} is not a torchvision inception_v3 state_dict: {err}",
-                hint="save one with torch.save(model.state_dict(), path)",
-            ) from None
+            ),
+            weights,
+            "evaluation.inception_weights",
+            "inception_v3",
+            missing_hint="point it at a local torchvision inception_v3 state_dict file, or set it to null",
+            wrong_hint="save one with torch.save(model.state_dict(), path)",
+            # The auxiliary classifier is unused here and absent from the model built without it.
+            select=lambda state: {k: v for k, v in state.items() if not k.startswith("AuxLogits.")},
+        )
         net.fc = torch.nn.Identity()
         self.net = net.eval()
         self.batch_size = batch_size

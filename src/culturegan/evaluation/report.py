@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from culturegan.config import TrackingConfig
-from culturegan.evaluation.analysis import COMBINED, GAN, MEASURES, metric_info
+from culturegan.evaluation.measures import COMBINED, GAN, MEASURES, metric_info
 from culturegan.fileio import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -252,6 +252,24 @@ def _classifier_view(clf: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _run_rows(analysis: dict[str, Any]) -> list[dict[str, str | None]]:
+    """One row per (directed pair, training run), then the runs no evaluated pair came from."""
+    rows: list[dict[str, str | None]] = []
+    used = set()
+    for p in analysis["pairs"]:
+        runs = p.get("run_ids") or {}
+        used |= set(runs)
+        rows += [{"pair": p["pair"], "run": k, "id": v} for k, v in runs.items()]
+        if not runs:
+            rows.append({"pair": p["pair"], "run": None, "id": None})
+    rows += [
+        {"pair": None, "run": k, "id": v}
+        for k, v in (analysis.get("run_ids") or {}).items()
+        if k not in used
+    ]
+    return rows
+
+
 def _environment() -> Any:
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -298,7 +316,7 @@ def render_report(
         "difficulty": analysis.get("target_difficulty") or {"per_target": [], "per_source": []},
         "asym_rows": _asym_view(analysis.get("asymmetry") or [], measure),
         "classifier": _classifier_view(analysis.get("classifier")),
-        "run_ids": analysis.get("run_ids") or {},
+        "run_rows": _run_rows(analysis),
         "params_yaml": yaml.safe_dump(
             analysis.get("params") or {}, sort_keys=False, allow_unicode=True
         ),

@@ -72,7 +72,6 @@ __all__ = [
     "load_generator",
     "make_runtime",
     "train_pair",
-    "train_pairs",
     "train_step",
 ]
 
@@ -735,24 +734,3 @@ def train_pair(
                 tracker.log_artifact(paths["metrics"])
         world.barrier()
     return {**metrics, "checkpoint": str(ckpt_path), **{k: str(v) for k, v in paths.items()}}
-
-
-def train_pairs(
-    params: Params,
-    data_root: Path,
-    runs_dir: Path,
-    tracker_for: Callable[[str], Tracker | None] | None = None,
-    resume: bool = True,
-) -> dict[str, dict[str, Any]]:
-    """Every pair of train.pairs in turn, each into runs_dir/<pair>."""
-    return {
-        pair: train_pair(
-            params,
-            pair,
-            data_root,
-            Path(runs_dir) / pair,
-            tracker_for(pair) if tracker_for else None,
-            resume,
-        )
-        for pair in params.train.pairs
-    }
