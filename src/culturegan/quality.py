@@ -55,14 +55,16 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
         "gan_kid_gain": gan.get("kid_classifier_relative_gain"),
         "gan_deception": gan.get("style_accuracy"),
     }
+    others = {k: v for k, v in baselines.items() if k != "identity"}  # identity's gain is 0 by definition
+    if others:
+        best_kid = max(others, key=lambda k: others[k].get("kid_classifier_relative_gain") or -1e9)
+        row["best_baseline_kid_gain"] = [best_kid, others[best_kid].get("kid_classifier_relative_gain")]
     if baselines and "gt_ssim" in next(iter(baselines.values())):
         best_ssim = max(baselines, key=lambda k: baselines[k]["gt_ssim"])
         best_psnr = max(baselines, key=lambda k: baselines[k]["gt_psnr"])
-        best_kid = max(baselines, key=lambda k: baselines[k].get("kid_classifier_relative_gain") or -1e9)
         row |= {
             "best_baseline_gt_ssim": [best_ssim, baselines[best_ssim]["gt_ssim"]],
             "best_baseline_gt_psnr": [best_psnr, baselines[best_psnr]["gt_psnr"]],
-            "best_baseline_kid_gain": [best_kid, baselines[best_kid].get("kid_classifier_relative_gain")],
         }
     if gan and truth:
         row["edge_ratio"] = gan["content_edge_ssim"] / truth["content_edge_ssim"]
