@@ -22,6 +22,7 @@ from culturegan.config import Params
 from culturegan.data import ingest as ingest_mod
 from culturegan.data.ingest import ingest
 from culturegan.data.manifest import Reason, read_manifest, read_rejects
+from culturegan.data.prepare import prepare
 from culturegan.errors import ConfigError, IngestError
 
 
@@ -346,8 +347,32 @@ def test_source_without_any_image_raises_ingest_error(tmp_path: Path) -> None:
     write(texts / "inkwash" / "b.jpg", b"")
     with pytest.raises(IngestError, match="no images") as err:
         run(make_params(tmp_path, texts))
-    assert "rejects.csv" in err.value.hint
-    assert rejects_by_name(tmp_path / "data") == {"a.jpg": Reason.NOT_IMAGE, "b.jpg": Reason.EMPTY}
+    failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
+    assert str(failed) in err.value.hint
+    assert not (tmp_path / "data" / "rejects.csv").exists()  # the data root is left alone
+    got = pd.read_csv(failed, dtype=str, keep_default_na=False)
+    assert dict(zip(got["source"].map(name_of), got["reason"], strict=True)) == {
+        "a.jpg": Reason.NOT_IMAGE,
+        "b.jpg": Reason.EMPTY,
+    }
+
+
+def test_a_failed_ingest_leaves_the_previous_outputs_untouched(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    small_dataset(good)
+    root = tmp_path / "data"
+    prepare(make_params(tmp_path, good))  # the stage: manifest, rejects, styles/ and preview
+    before = tree_state(root)
+    assert {"manifest.parquet", "rejects.csv", "preview.png"} <= set(before)
+    texts = tmp_path / "texts"
+    write(texts / "photo" / "a.jpg", b"hello")
+    write(texts / "inkwash" / "b.jpg", b"")
+    (tmp_path / "empty").mkdir()
+    for source in (texts, tmp_path / "empty"):
+        with pytest.raises(IngestError):
+            prepare(make_params(tmp_path, source))
+        assert tree_state(root) == before  # same bytes, same mtimes, nothing added or removed
+    assert_outputs_match_manifest(root)
 
 
 def test_style_with_nothing_accepted_is_still_reported(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import stat
 import time
 import warnings
@@ -43,6 +44,7 @@ from culturegan.fileio import atomic_path, atomic_write_bytes
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "ingest-journal.jsonl"
+FAILED_REJECTS_NAME = "rejects-of-failed-ingest.csv"  # in data.cache_dir: root stays untouched
 # Bump when normalisation changes so journal entries from older code are not reused.
 NORMALISE_VERSION = 1
 SPLIT_ORDER = {"train": 0, "test": 1}
@@ -272,6 +274,7 @@ def _plan(files: list[Path], top: Path, params: Params) -> _Plan:
 @dataclass(frozen=True)
 class _Opts:
     root: Path
+    staging: Path  # new or changed PNGs wait here until the run succeeds (see _staging_dir)
     image_size: int
     min_source_size: int
     max_pixels: int
@@ -417,7 +420,7 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
         res["split"] = "test" if int(sha[:8], 16) / 2**32 < opts.test_fraction else "train"
     hit = known.get(sha) if known else None
     if hit is not None:
-        missing = hit["status"] == "ok" and not (opts.root / hit["path"]).is_file()
+        missing = hit["status"] == "ok" and not _png_exists(opts, hit["path"])
         return {**res, **hit, "reused": True, "png_missing": missing}
     if not data:
         return reject(Reason.EMPTY, "zero bytes")
@@ -430,9 +433,10 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
     png = buf.getvalue()
     rel = _output_rel(style, res["split"], sha)
     target = opts.root / rel
-    # An identical file is left alone so reruns do not touch mtimes (DVC, make-style tools).
+    # An identical file is left alone so reruns do not touch mtimes (DVC, make-style tools);
+    # anything else is staged and only moved into styles/ once the whole run has succeeded.
     if not (target.is_file() and target.read_bytes() == png):
-        atomic_write_bytes(target, png)
+        atomic_write_bytes(opts.staging / rel, png)
     return {
         **res,
         "status": "ok",
@@ -443,6 +447,27 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
         "phash": phash(img),
         "intensity_std": intensity_std(img),
     }
+
+
+def _png_exists(opts: _Opts, rel: str) -> bool:
+    return (opts.root / rel).is_file() or (opts.staging / rel).is_file()
+
+
+def _staging_dir(cache_dir: Path, root: Path, image_size: int) -> Path:
+    """Where a run's new PNGs wait for the swap into `root`: kept after a crash so that the next
+    run reuses them; keyed by what a PNG's bytes depend on beyond its path (which holds the
+    source's sha256, style and split), so a staged file is never taken for another size's."""
+    key = json.dumps([str(root.resolve()), image_size, NORMALISE_VERSION])
+    return cache_dir / "ingest-staging" / hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _swap_in(staging: Path, root: Path, rels: Iterable[str]) -> None:
+    """Move the staged PNGs of `rels` (those not already identical in `root`) into `root`."""
+    for rel in rels:
+        staged = staging / rel
+        if staged.is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staged, root / rel)  # a rename on one file system
 
 
 def _pool_size(workers: int) -> int:
@@ -651,6 +676,10 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     Writes `root/manifest.parquet` and `root/rejects.csv`; returns counts and throughput.
     Resumable: per-file results are journalled in `data.cache_dir`, so a rerun (or a run after a
     kill) decodes only files it has not seen, and leaves unchanged outputs untouched.
+
+    All or nothing: new PNGs are staged in `data.cache_dir` and the outputs in `root` are replaced
+    only once the run has succeeded; a failed run (nothing accepted) leaves them as they were and
+    writes its rejects to `data.cache_dir` instead.
     """
     from culturegan.data.sources import fetch_source  # network clients load only when ingesting
 
@@ -676,6 +705,7 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     plan = _plan(scan.files, fetched.root, params) if scan.files else _Plan("none", [], [], set())
     opts = _Opts(
         root=root,
+        staging=_staging_dir(cache_dir, root, cfg.image_size),
         image_size=cfg.image_size,
         min_source_size=cfg.min_source_size,
         max_pixels=cfg.max_pixels,
@@ -692,9 +722,23 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
 
     manifest_rows = [_manifest_row(r) for i, r in enumerate(accepted) if i not in dropped]
     rejects = _reject_rows(fetched, plan, results, accepted, dropped)
+    failed_rejects = cache_dir / FAILED_REJECTS_NAME
+    not_images = (Reason.EMPTY, Reason.NOT_IMAGE)
+    if all(r["status"] == "reject" and r["reason"] in not_images for r in results):
+        # Decided before anything in `root` changes: the previous outputs stay as they were.
+        write_rejects(rejects, cache_dir, failed_rejects.name)
+        shutil.rmtree(opts.staging, ignore_errors=True)
+        raise IngestError(
+            f"no images in {cfg.source}: {len(results)} file(s) in style folders, none an image; "
+            f"{root} keeps its previous outputs",
+            hint=f"see {failed_rejects} for every file and why it was refused",
+        )
+    _swap_in(opts.staging, root, (r.path for r in manifest_rows))
     write_manifest(manifest_frame(manifest_rows), root)
     write_rejects(rejects, root)
     removed = _remove_stale(root / "styles", {r.path for r in manifest_rows})
+    shutil.rmtree(opts.staging, ignore_errors=True)
+    failed_rejects.unlink(missing_ok=True)
 
     by_style: dict[str, dict[str, int]] = defaultdict(dict)
     for style, split in sorted(plan.splits, key=lambda ss: (ss[0], SPLIT_ORDER[ss[1]])):
@@ -721,12 +765,6 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
         summary["ignored"],
         seconds,
     )
-    not_images = (Reason.EMPTY, Reason.NOT_IMAGE)
-    if all(r["status"] == "reject" and r["reason"] in not_images for r in results):
-        raise IngestError(
-            f"no images in {cfg.source}: {len(results)} file(s) in style folders, none an image",
-            hint=f"see {root / 'rejects.csv'} for every file and why it was refused",
-        )
     return summary
 
 
