@@ -340,12 +340,14 @@ def test_max_pixels_rejects_a_source_above_the_limit(tmp_path: Path) -> None:
 def test_source_without_any_image_raises_ingest_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     write(empty / ".DS_Store", b"\0")
-    with pytest.raises(IngestError, match="no files"):
+    with pytest.raises(IngestError, match="no image of .* was accepted .0 file") as err:
         run(make_params(tmp_path, empty))
+    assert "1 hidden/system file(s) ignored" in err.value.message
+    assert "a folder per style" in err.value.hint
     texts = tmp_path / "texts"
     write(texts / "photo" / "a.jpg", b"hello")
     write(texts / "inkwash" / "b.jpg", b"")
-    with pytest.raises(IngestError, match="no images") as err:
+    with pytest.raises(IngestError, match="no image of .* was accepted") as err:
         run(make_params(tmp_path, texts))
     failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
     assert str(failed) in err.value.hint
@@ -373,6 +375,66 @@ def test_a_failed_ingest_leaves_the_previous_outputs_untouched(tmp_path: Path) -
             prepare(make_params(tmp_path, source))
         assert tree_state(root) == before  # same bytes, same mtimes, nothing added or removed
     assert_outputs_match_manifest(root)
+
+
+def tar_of(path: Path, members: dict[str, bytes]) -> Path:
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_source_without_any_accepted_image_is_one_error_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "good"
+    small_dataset(good)
+    root = tmp_path / "data"
+    prepare(make_params(tmp_path, good))
+    before = tree_state(root)
+    tiny = encoded(shapes_image(1, size=(8, 8)), "PNG")
+    sources = {
+        "empty.tar": tar_of(tmp_path / "empty.tar", {}),
+        "tiny.tar": tar_of(tmp_path / "tiny.tar", {"photo/a.png": tiny, "inkwash/b.png": tiny}),
+        "flat.tar": tar_of(tmp_path / "flat.tar", {"a.png": encoded(shapes_image(2), "PNG")}),
+        "texts": write(tmp_path / "texts" / "photo" / "a.jpg", b"hello").parent.parent,
+    }
+    failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
+    for name, source in sources.items():
+        with pytest.raises(IngestError) as err:
+            prepare(make_params(tmp_path, source))
+        assert err.value.message.startswith(f"no image of {source} was accepted"), name
+        assert str(failed) in err.value.hint, name
+        assert failed.is_file(), name
+        assert tree_state(root) == before, name
+    prepare(make_params(tmp_path, good))  # a good run again: the failed run's rejects go
+    assert not failed.exists()
+
+
+def test_the_bomb_reject_names_data_max_pixels_and_its_value(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    save(shapes_image(1), src / "photo" / "ok.png")
+    # 1e10 pixels: PIL's DecompressionBombError, whose own message says twice its limit
+    write(src / "photo" / "bomb.png", png_with_header(100_000, 100_000, zlib.compress(b"\0" * 99)))
+    # 6400 pixels against 5000: PIL's DecompressionBombWarning (between the limit and twice it)
+    save(shapes_image(2, size=(80, 80)), src / "inkwash" / "big.png")
+    save(shapes_image(3, size=(60, 60)), src / "inkwash" / "ok.png")
+    for max_pixels in (40_000_000, 5000):
+        run(make_params(tmp_path, src, max_pixels=max_pixels))
+        rejects = read_rejects(tmp_path / "data").set_index(
+            read_rejects(tmp_path / "data")["source"].map(name_of)
+        )
+        bomb = rejects.loc["bomb.png"]
+        assert bomb["reason"] == Reason.TOO_LARGE
+        assert f"data.max_pixels={max_pixels}" in bomb["detail"], bomb["detail"]
+        assert f"limit of {2 * max_pixels}" not in bomb["detail"]
+        assert bomb["detail"] == f"10000000000 pixels is more than data.max_pixels={max_pixels}"
+    assert f"data.max_pixels={max_pixels}" in rejects.loc["big.png", "detail"]
 
 
 def test_style_with_nothing_accepted_is_still_reported(tmp_path: Path) -> None:

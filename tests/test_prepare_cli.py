@@ -115,3 +115,26 @@ def test_forced_layout_that_does_not_match_is_a_clear_error(tmp_path: Path, layo
     _write_params(tmp_path, {"source": str(src), "layout": layout})
     proc = _culturegan("prepare", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+
+
+def test_a_source_without_an_accepted_image_exits_2_with_one_message(tmp_path: Path):
+    """An empty archive and an archive of unusable images fail alike (not exit 0 for one)."""
+    import io
+    import tarfile
+
+    tiny = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiny, "PNG")
+    for name, members in (("empty.tar", {}), ("tiny.tar", {"photo/a.png": tiny.getvalue()})):
+        with tarfile.open(tmp_path / name, "w") as tar:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        _write_params(tmp_path, {"source": str(tmp_path / name)})
+        proc = _culturegan("prepare", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+        assert "Traceback" not in proc.stderr and len(lines) == 2, proc.stderr
+        assert lines[0].startswith(f"error: no image of {tmp_path / name} was accepted"), lines
+        assert lines[1].startswith("hint: see ") and "rejects-of-failed-ingest.csv" in lines[1]
+        assert not (tmp_path / "data" / "manifest.parquet").exists()

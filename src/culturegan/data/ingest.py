@@ -299,9 +299,12 @@ class _Rejected(Exception):
         self.detail = detail
 
 
-def _decode_error(err: BaseException) -> _Rejected:
+def _decode_error(err: BaseException, max_pixels: int) -> _Rejected:
     if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return _Rejected(Reason.TOO_LARGE, str(err))
+        # PIL's own text names its limit, which for the error is twice data.max_pixels.
+        m = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{m[1]} pixels" if m else "the image"
+        return _Rejected(Reason.TOO_LARGE, f"{size} is more than data.max_pixels={max_pixels}")
     text = f"{type(err).__name__}: {err}"
     if isinstance(err, EOFError) or "truncated" in str(err).lower():
         return _Rejected(Reason.TRUNCATED, text)
@@ -350,7 +353,7 @@ def decode_normalised(data: bytes, opts: _Opts) -> Image.Image:
         except UnidentifiedImageError:
             raise _Rejected(Reason.NOT_IMAGE, "not a recognised image format") from None
         except Exception as err:  # noqa: BLE001 - any header failure is this file's problem only
-            raise _decode_error(err) from None
+            raise _decode_error(err, opts.max_pixels) from None
         w, h = img.size
         if w * h > opts.max_pixels:
             raise _Rejected(
@@ -367,11 +370,11 @@ def decode_normalised(data: bytes, opts: _Opts) -> Image.Image:
         try:
             img.load()
         except Exception as err:  # noqa: BLE001
-            raise _decode_error(err) from None
+            raise _decode_error(err, opts.max_pixels) from None
     try:
         img = _to_rgb(_oriented(img))
     except Exception as err:  # noqa: BLE001
-        raise _decode_error(err) from None
+        raise _decode_error(err, opts.max_pixels) from None
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -410,7 +413,10 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
             return reject(Reason.NOT_IMAGE, "not a regular file")
         # No encoding of max_pixels pixels is this large: refuse before reading it into memory.
         if st.st_size > opts.max_pixels * 8 + (1 << 20):
-            return reject(Reason.TOO_LARGE, f"{st.st_size} bytes: more than data.max_pixels allows")
+            return reject(
+                Reason.TOO_LARGE,
+                f"{st.st_size} bytes: more than data.max_pixels={opts.max_pixels} allows",
+            )
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as err:
@@ -696,12 +702,6 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     fetched = fetch_source(cfg.source, cache_dir, cfg.download, cfg.max_pixels)
     _check_paths(fetched.root, root)
     scan = _scan(fetched.root, skip={(root / "styles").resolve(), cache_dir.resolve()})
-    if not scan.files and not fetched.rejects:
-        ignored = f" ({scan.ignored} hidden/system files ignored)" if scan.ignored else ""
-        raise IngestError(
-            f"no files found in {cfg.source}{ignored}",
-            hint="data.source should hold a folder per style, or trainA/ trainB/ testA/ testB/",
-        )
     plan = _plan(scan.files, fetched.root, params) if scan.files else _Plan("none", [], [], set())
     opts = _Opts(
         root=root,
@@ -723,16 +723,11 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     manifest_rows = [_manifest_row(r) for i, r in enumerate(accepted) if i not in dropped]
     rejects = _reject_rows(fetched, plan, results, accepted, dropped)
     failed_rejects = cache_dir / FAILED_REJECTS_NAME
-    not_images = (Reason.EMPTY, Reason.NOT_IMAGE)
-    if all(r["status"] == "reject" and r["reason"] in not_images for r in results):
-        # Decided before anything in `root` changes: the previous outputs stay as they were.
+    if not manifest_rows:
+        # One rule for every source, decided before anything in `root` changes.
         write_rejects(rejects, cache_dir, failed_rejects.name)
         shutil.rmtree(opts.staging, ignore_errors=True)
-        raise IngestError(
-            f"no images in {cfg.source}: {len(results)} file(s) in style folders, none an image; "
-            f"{root} keeps its previous outputs",
-            hint=f"see {failed_rejects} for every file and why it was refused",
-        )
+        raise _nothing_accepted(cfg.source, scan, rejects, root, failed_rejects)
     _swap_in(opts.staging, root, (r.path for r in manifest_rows))
     write_manifest(manifest_frame(manifest_rows), root)
     write_rejects(rejects, root)
@@ -766,6 +761,22 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
         seconds,
     )
     return summary
+
+
+def _nothing_accepted(
+    source: str, scan: _Scan, rejects: list[RejectRow], root: Path, failed_rejects: Path
+) -> IngestError:
+    from culturegan.data.sources import redact_url
+
+    ignored = f", {scan.ignored} hidden/system file(s) ignored" if scan.ignored else ""
+    hint = f"see {failed_rejects} for every file and why it was refused"
+    if not scan.files:
+        hint += "; data.source should hold a folder per style, or trainA/ trainB/ testA/ testB/"
+    return IngestError(
+        f"no image of {redact_url(source)} was accepted ({len(scan.files)} file(s) found, "
+        f"{len(rejects)} refused{ignored}); {root} keeps its previous outputs",
+        hint=hint,
+    )
 
 
 def _process_all(
