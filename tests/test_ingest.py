@@ -403,7 +403,10 @@ def test_a_source_without_any_accepted_image_is_one_error_and_changes_nothing(
         "tiny.tar": tar_of(tmp_path / "tiny.tar", {"photo/a.png": tiny, "inkwash/b.png": tiny}),
         "flat.tar": tar_of(tmp_path / "flat.tar", {"a.png": encoded(shapes_image(2), "PNG")}),
         "texts": write(tmp_path / "texts" / "photo" / "a.jpg", b"hello").parent.parent,
+        "ambiguous": tmp_path / "ambiguous",  # decoded and staged, then refused: none lands
     }
+    for style in ("photo", "inkwash"):
+        save(shapes_image(77), tmp_path / "ambiguous" / style / "same.png")
     failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
     for name, source in sources.items():
         with pytest.raises(IngestError) as err:
@@ -471,7 +474,6 @@ def test_exact_and_near_duplicates_and_train_test_leaks(tmp_path: Path) -> None:
     write(src / "ink" / "train" / "a.png", a)
     write(src / "ink" / "train" / "a_copy.png", a)  # exact copy, same split
     write(src / "ink" / "test" / "a_again.png", a)  # exact copy in the test split
-    write(src / "photo" / "train" / "x.png", a)  # same bytes filed under another style
     b = shapes_image(2)
     save(b, src / "ink" / "train" / "b.jpg", quality=95)
     save(b, src / "ink" / "train" / "b_q60.jpg", quality=60)  # re-encoded
@@ -493,7 +495,6 @@ def test_exact_and_near_duplicates_and_train_test_leaks(tmp_path: Path) -> None:
     assert {k: v[0] for k, v in got.items()} == {
         "a_copy.png": Reason.DUPLICATE,
         "a_again.png": Reason.LEAK,
-        "x.png": Reason.DUPLICATE,
         "b_q60.jpg": Reason.NEAR_DUPLICATE,
         "c_small.png": Reason.LEAK,
     }
@@ -505,6 +506,35 @@ def test_exact_and_near_duplicates_and_train_test_leaks(tmp_path: Path) -> None:
     df = assert_outputs_match_manifest(root)
     assert {"a.png", "b.jpg", "c.png"} <= set(df["source"].map(name_of))
     assert summary["by_style"] == {"ink": {"train": 3, "test": 3}, "photo": {"train": 3}}
+
+
+def test_an_image_in_two_styles_is_refused_from_both(tmp_path: Path) -> None:
+    """Same bytes or a near-identical picture under two styles: its label is ambiguous, so no
+    copy is kept (keeping the first would file it under whichever style sorts first)."""
+    src = tmp_path / "src"
+    a = encoded(shapes_image(1), "PNG")
+    write(src / "photo" / "train" / "x.png", a)
+    write(src / "inkwash" / "train" / "a.png", a)
+    write(src / "inkwash" / "train" / "a_copy.png", a)  # a copy within the style, too
+    n = shapes_image(2)
+    save(n, src / "photo" / "test" / "n.jpg", quality=95)
+    save(n, src / "inkwash" / "train" / "n_q60.jpg", quality=60)  # re-encoded: a near copy
+    for i in range(3):
+        save(shapes_image(20 + i), src / "photo" / "train" / f"p{i}.png")
+        save(shapes_image(30 + i), src / "inkwash" / "train" / f"i{i}.png")
+    summary = run(make_params(tmp_path, src))
+    root = tmp_path / "data"
+    rej = read_rejects(root)
+    got = {name_of(s): (r, d) for s, r, d in zip(rej["source"], rej["reason"], rej["detail"])}
+    ambiguous = {"x.png", "a.png", "a_copy.png", "n.jpg", "n_q60.jpg"}
+    assert {k: v[0] for k, v in got.items()} == dict.fromkeys(ambiguous, Reason.AMBIGUOUS)
+    assert "same bytes as" in got["x.png"][1] and "(inkwash/train)" in got["x.png"][1]
+    assert "(photo/train)" in got["a.png"][1] and "(photo/train)" in got["a_copy.png"][1]
+    assert "pHash distance" in got["n.jpg"][1] and "n_q60.jpg (inkwash/train)" in got["n.jpg"][1]
+    assert "n.jpg (photo/test)" in got["n_q60.jpg"][1]
+    df = assert_outputs_match_manifest(root)
+    assert not ambiguous & set(df["source"].map(name_of))
+    assert summary["by_style"] == {"inkwash": {"train": 3}, "photo": {"train": 3, "test": 0}}
 
 
 def test_dedupe_keeps_train_over_test_whatever_the_origin_order() -> None:

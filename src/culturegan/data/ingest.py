@@ -598,14 +598,16 @@ def _sort_key(r: dict[str, Any]) -> tuple[int, str]:
 def dedupe(accepted: list[dict[str, Any]], max_bits: int) -> dict[int, tuple[str, str]]:
     """Indices into `accepted` to reject -> (reason, detail).
 
-    Exact copies (same sha256) anywhere, then near copies (pHash distance <= max_bits) within a
-    style. The first by (train before test, origin) is kept; a copy in the other split of the
-    same style is a train/test leak.
+    An image under two styles (the same sha256, or a pHash distance <= max_bits) has an
+    ambiguous label: every copy of it is refused, in every style. Then exact copies, then near
+    copies within a style: the first by (train before test, origin) is kept; a copy in the other
+    split of the same style is a train/test leak.
     """
-    rejected: dict[int, tuple[str, str]] = {}
+    rejected = _ambiguous(accepted, max_bits)
     by_sha: dict[str, list[int]] = defaultdict(list)
     for i in sorted(range(len(accepted)), key=lambda i: _sort_key(accepted[i])):
-        by_sha[accepted[i]["sha256"]].append(i)
+        if i not in rejected:
+            by_sha[accepted[i]["sha256"]].append(i)
     for group in by_sha.values():
         kept = accepted[group[0]]
         for i in group[1:]:
@@ -641,6 +643,32 @@ def dedupe(accepted: list[dict[str, Any]], max_bits: int) -> dict[int, tuple[str
                 f"pHash distance {d} to {kept['origin']} ({kept['style']}/{kept['split']})",
             )
     return rejected
+
+
+def _ambiguous(accepted: list[dict[str, Any]], max_bits: int) -> dict[int, tuple[str, str]]:
+    """Every image with a copy or near copy in another style -> (AMBIGUOUS, the closest one)."""
+    order = sorted(range(len(accepted)), key=lambda i: _sort_key(accepted[i]))
+    closest: dict[int, tuple[int, int]] = {}  # i -> (distance, position in `order` of the match)
+
+    def note(a: int, b: int, d: int) -> None:
+        i, j = order[a], order[b]
+        if accepted[i]["style"] != accepted[j]["style"]:
+            closest[i] = min(closest.get(i, (d, b)), (d, b))
+            closest[j] = min(closest.get(j, (d, a)), (d, a))
+
+    hashes = phash_ints(accepted[i]["phash"] for i in order)
+    for a, pairs in _near_pairs(hashes, max_bits).items():
+        for b, d in pairs:
+            note(a, b, d)
+    # The same bytes always decode to the same pHash, but say so when it is the same file.
+    out = {}
+    for i, (d, b) in closest.items():
+        other = accepted[order[b]]
+        where = f"{other['origin']} ({other['style']}/{other['split']})"
+        same = other["sha256"] == accepted[i]["sha256"]
+        detail = f"same bytes as {where}" if same else f"pHash distance {d} to {where}"
+        out[i] = (Reason.AMBIGUOUS, f"{detail} in another style")
+    return out
 
 
 def _near_pairs(hashes: np.ndarray, max_bits: int) -> dict[int, list[tuple[int, int]]]:

@@ -55,6 +55,7 @@ class Reason:
     DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
     LEAK = "train_test_leak"
+    AMBIGUOUS = "ambiguous_style"  # the same or a near-identical image under two styles
     UNKNOWN_STYLE = "unknown_style_folder"
     DOWNLOAD_FAILED = "download_failed"
 
