@@ -171,6 +171,21 @@ def stylize(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="e.g. models:/culturegan-photo-to-inkwash@champion")],
+    params: ParamsOpt = Path("params.yaml"),
+    host: Annotated[str, typer.Option("--host", "-h", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to listen on")] = 5001,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="worker processes")] = 1,
+) -> None:
+    """Serve a registered model over HTTP (MLflow's scoring protocol) with a request size limit."""
+    from culturegan.model_server import serve as run_server
+    from culturegan.tracking import resolve_tracking_uri
+
+    run_server(model, resolve_tracking_uri(_load(params).tracking), host, port, workers)
+
+
+@app.command()
 def promote(
     name: Annotated[str, typer.Argument(help="registered model name")],
     version: Annotated[str, typer.Argument(help="model version to make champion")],

@@ -481,7 +481,13 @@ class RegistryConfig(_Strict):
     max_side: int = Field(
         1024, ge=8, le=16384, description="the served model refuses images with a longer side (400)"
     )
-    max_images: int = Field(64, ge=1, le=4096, description="images per request the served model accepts")
+    max_images: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description="images per request the served model accepts; with max_side it bounds the request"
+        " body `culturegan serve` reads (413 above): 4 images of 1024 px as JSON are about 75 MB",
+    )
     batch_size: int = Field(8, ge=1, le=1024, description="images per forward pass inside the served model")
 
     @model_validator(mode="after")
