@@ -35,12 +35,34 @@ def test_repository_params_yaml_is_valid_and_matches_schema_defaults_for_data():
         ({"train": {"seeds": [0, 1, 0]}}, "seeds must not repeat"),
         ({"train": {"seeds": [1, -2]}}, "bad value for 'train.seeds.1'"),
         ({"train": {"seeds": [True]}}, "bad value for 'train.seeds.0'"),
+        # values that pass `prepare` but could only fail in `train`: refused at load
+        ({"data": {"image_size": 66}}, "bad value for 'data.image_size' in p.yaml: image_size 66 is not a multiple of 4"),
+        ({"train": {"crop_size": 30}}, "bad value for 'train.crop_size' in p.yaml: crop_size 30 is not a multiple of 4"),
+        ({"data": {"image_size": 32}, "train": {"crop_size": 48}}, "train.crop_size 48 is larger than data.image_size 32"),
+        (
+            {"data": {"image_size": 16}, "train": {"discriminator": {"n_layers": 3}}},
+            "train.discriminator.n_layers 3 is too deep for 16px training images",
+        ),
+        ({"train": {"pairs": ["photo-cubism"]}}, "train.pairs ['photo-cubism'] name style(s) ['cubism']"),
+        ({"data": {"synthetic": {"styles": ["photo", "inkwash"]}}}, "train.pairs ['photo-ukiyoe', 'photo-impressionist']"),
     ],
 )
 def test_bad_params_are_one_clear_error_naming_the_key(raw, expected):
     with pytest.raises(ConfigError) as info:
         parse_params(raw, "p.yaml")
     assert expected in str(info.value)
+
+
+def test_a_cross_section_error_names_its_keys_without_echoing_the_whole_file():
+    with pytest.raises(ConfigError) as info:
+        parse_params({"data": {"image_size": 32}, "train": {"crop_size": 48}}, "p.yaml")
+    assert str(info.value).startswith("bad value in p.yaml: train.crop_size 48")
+    assert "'data': {" not in str(info.value)
+
+
+def test_pairs_of_a_real_source_are_checked_against_its_manifest_not_at_load():
+    params = parse_params({"data": {"source": "/some/folder"}, "train": {"pairs": ["photo-cubism"]}})
+    assert params.train.pairs == ["photo-cubism"]
 
 
 def test_unknown_key_without_close_match_lists_valid_keys():

@@ -423,7 +423,10 @@ def test_classifier_with_fewer_than_two_styles_is_a_data_error(tmp_path: Path):
     from culturegan.evaluation.classifier import train_style_classifier
 
     params = parse_params(
-        {"data": {"image_size": 32, "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 2, "test_scenes": 1}}}
+        {
+            "data": {"image_size": 32, "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 2, "test_scenes": 1}},
+            "train": {"pairs": ["photo-inkwash"]},
+        }
     )
     prepare_synthetic(params, tmp_path / "data")
     for png in (tmp_path / "data" / "styles" / "inkwash").rglob("*.png"):

@@ -22,6 +22,7 @@ from culturegan.config import Params
 from culturegan.data import ingest as ingest_mod
 from culturegan.data.ingest import ingest
 from culturegan.data.manifest import Reason, read_manifest, read_rejects
+from culturegan.data.prepare import prepare
 from culturegan.errors import ConfigError, IngestError
 
 
@@ -339,15 +340,104 @@ def test_max_pixels_rejects_a_source_above_the_limit(tmp_path: Path) -> None:
 def test_source_without_any_image_raises_ingest_error(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     write(empty / ".DS_Store", b"\0")
-    with pytest.raises(IngestError, match="no files"):
+    with pytest.raises(IngestError, match="no image of .* was accepted .0 file") as err:
         run(make_params(tmp_path, empty))
+    assert "1 hidden/system file(s) ignored" in err.value.message
+    assert "a folder per style" in err.value.hint
     texts = tmp_path / "texts"
     write(texts / "photo" / "a.jpg", b"hello")
     write(texts / "inkwash" / "b.jpg", b"")
-    with pytest.raises(IngestError, match="no images") as err:
+    with pytest.raises(IngestError, match="no image of .* was accepted") as err:
         run(make_params(tmp_path, texts))
-    assert "rejects.csv" in err.value.hint
-    assert rejects_by_name(tmp_path / "data") == {"a.jpg": Reason.NOT_IMAGE, "b.jpg": Reason.EMPTY}
+    failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
+    assert str(failed) in err.value.hint
+    assert not (tmp_path / "data" / "rejects.csv").exists()  # the data root is left alone
+    got = pd.read_csv(failed, dtype=str, keep_default_na=False)
+    assert dict(zip(got["source"].map(name_of), got["reason"], strict=True)) == {
+        "a.jpg": Reason.NOT_IMAGE,
+        "b.jpg": Reason.EMPTY,
+    }
+
+
+def test_a_failed_ingest_leaves_the_previous_outputs_untouched(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    small_dataset(good)
+    root = tmp_path / "data"
+    prepare(make_params(tmp_path, good))  # the stage: manifest, rejects, styles/ and preview
+    before = tree_state(root)
+    assert {"manifest.parquet", "rejects.csv", "preview.png"} <= set(before)
+    texts = tmp_path / "texts"
+    write(texts / "photo" / "a.jpg", b"hello")
+    write(texts / "inkwash" / "b.jpg", b"")
+    (tmp_path / "empty").mkdir()
+    for source in (texts, tmp_path / "empty"):
+        with pytest.raises(IngestError):
+            prepare(make_params(tmp_path, source))
+        assert tree_state(root) == before  # same bytes, same mtimes, nothing added or removed
+    assert_outputs_match_manifest(root)
+
+
+def tar_of(path: Path, members: dict[str, bytes]) -> Path:
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_source_without_any_accepted_image_is_one_error_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "good"
+    small_dataset(good)
+    root = tmp_path / "data"
+    prepare(make_params(tmp_path, good))
+    before = tree_state(root)
+    tiny = encoded(shapes_image(1, size=(8, 8)), "PNG")
+    sources = {
+        "empty.tar": tar_of(tmp_path / "empty.tar", {}),
+        "tiny.tar": tar_of(tmp_path / "tiny.tar", {"photo/a.png": tiny, "inkwash/b.png": tiny}),
+        "flat.tar": tar_of(tmp_path / "flat.tar", {"a.png": encoded(shapes_image(2), "PNG")}),
+        "texts": write(tmp_path / "texts" / "photo" / "a.jpg", b"hello").parent.parent,
+        "ambiguous": tmp_path / "ambiguous",  # decoded and staged, then refused: none lands
+    }
+    for style in ("photo", "inkwash"):
+        save(shapes_image(77), tmp_path / "ambiguous" / style / "same.png")
+    failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
+    for name, source in sources.items():
+        with pytest.raises(IngestError) as err:
+            prepare(make_params(tmp_path, source))
+        assert err.value.message.startswith(f"no image of {source} was accepted"), name
+        assert str(failed) in err.value.hint, name
+        assert failed.is_file(), name
+        assert tree_state(root) == before, name
+    prepare(make_params(tmp_path, good))  # a good run again: the failed run's rejects go
+    assert not failed.exists()
+
+
+def test_the_bomb_reject_names_data_max_pixels_and_its_value(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    save(shapes_image(1), src / "photo" / "ok.png")
+    # 1e10 pixels: PIL's DecompressionBombError, whose own message says twice its limit
+    write(src / "photo" / "bomb.png", png_with_header(100_000, 100_000, zlib.compress(b"\0" * 99)))
+    # 6400 pixels against 5000: PIL's DecompressionBombWarning (between the limit and twice it)
+    save(shapes_image(2, size=(80, 80)), src / "inkwash" / "big.png")
+    save(shapes_image(3, size=(60, 60)), src / "inkwash" / "ok.png")
+    for max_pixels in (40_000_000, 5000):
+        run(make_params(tmp_path, src, max_pixels=max_pixels))
+        rejects = read_rejects(tmp_path / "data").set_index(
+            read_rejects(tmp_path / "data")["source"].map(name_of)
+        )
+        bomb = rejects.loc["bomb.png"]
+        assert bomb["reason"] == Reason.TOO_LARGE
+        assert f"data.max_pixels={max_pixels}" in bomb["detail"], bomb["detail"]
+        assert f"limit of {2 * max_pixels}" not in bomb["detail"]
+        assert bomb["detail"] == f"10000000000 pixels is more than data.max_pixels={max_pixels}"
+    assert f"data.max_pixels={max_pixels}" in rejects.loc["big.png", "detail"]
 
 
 def test_style_with_nothing_accepted_is_still_reported(tmp_path: Path) -> None:
@@ -384,7 +474,6 @@ def test_exact_and_near_duplicates_and_train_test_leaks(tmp_path: Path) -> None:
     write(src / "ink" / "train" / "a.png", a)
     write(src / "ink" / "train" / "a_copy.png", a)  # exact copy, same split
     write(src / "ink" / "test" / "a_again.png", a)  # exact copy in the test split
-    write(src / "photo" / "train" / "x.png", a)  # same bytes filed under another style
     b = shapes_image(2)
     save(b, src / "ink" / "train" / "b.jpg", quality=95)
     save(b, src / "ink" / "train" / "b_q60.jpg", quality=60)  # re-encoded
@@ -406,7 +495,6 @@ def test_exact_and_near_duplicates_and_train_test_leaks(tmp_path: Path) -> None:
     assert {k: v[0] for k, v in got.items()} == {
         "a_copy.png": Reason.DUPLICATE,
         "a_again.png": Reason.LEAK,
-        "x.png": Reason.DUPLICATE,
         "b_q60.jpg": Reason.NEAR_DUPLICATE,
         "c_small.png": Reason.LEAK,
     }
@@ -418,6 +506,35 @@ def test_exact_and_near_duplicates_and_train_test_leaks(tmp_path: Path) -> None:
     df = assert_outputs_match_manifest(root)
     assert {"a.png", "b.jpg", "c.png"} <= set(df["source"].map(name_of))
     assert summary["by_style"] == {"ink": {"train": 3, "test": 3}, "photo": {"train": 3}}
+
+
+def test_an_image_in_two_styles_is_refused_from_both(tmp_path: Path) -> None:
+    """Same bytes or a near-identical picture under two styles: its label is ambiguous, so no
+    copy is kept (keeping the first would file it under whichever style sorts first)."""
+    src = tmp_path / "src"
+    a = encoded(shapes_image(1), "PNG")
+    write(src / "photo" / "train" / "x.png", a)
+    write(src / "inkwash" / "train" / "a.png", a)
+    write(src / "inkwash" / "train" / "a_copy.png", a)  # a copy within the style, too
+    n = shapes_image(2)
+    save(n, src / "photo" / "test" / "n.jpg", quality=95)
+    save(n, src / "inkwash" / "train" / "n_q60.jpg", quality=60)  # re-encoded: a near copy
+    for i in range(3):
+        save(shapes_image(20 + i), src / "photo" / "train" / f"p{i}.png")
+        save(shapes_image(30 + i), src / "inkwash" / "train" / f"i{i}.png")
+    summary = run(make_params(tmp_path, src))
+    root = tmp_path / "data"
+    rej = read_rejects(root)
+    got = {name_of(s): (r, d) for s, r, d in zip(rej["source"], rej["reason"], rej["detail"])}
+    ambiguous = {"x.png", "a.png", "a_copy.png", "n.jpg", "n_q60.jpg"}
+    assert {k: v[0] for k, v in got.items()} == dict.fromkeys(ambiguous, Reason.AMBIGUOUS)
+    assert "same bytes as" in got["x.png"][1] and "(inkwash/train)" in got["x.png"][1]
+    assert "(photo/train)" in got["a.png"][1] and "(photo/train)" in got["a_copy.png"][1]
+    assert "pHash distance" in got["n.jpg"][1] and "n_q60.jpg (inkwash/train)" in got["n.jpg"][1]
+    assert "n.jpg (photo/test)" in got["n_q60.jpg"][1]
+    df = assert_outputs_match_manifest(root)
+    assert not ambiguous & set(df["source"].map(name_of))
+    assert summary["by_style"] == {"inkwash": {"train": 3}, "photo": {"train": 3, "test": 0}}
 
 
 def test_dedupe_keeps_train_over_test_whatever_the_origin_order() -> None:

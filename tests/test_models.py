@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from culturegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig
+from culturegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig, patch_output_size
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
 from culturegan.models.networks import (
     PatchDiscriminator,
@@ -15,7 +15,6 @@ from culturegan.models.networks import (
     ResnetGenerator,
     count_params,
     init_weights,
-    patch_output_size,
     sample_patch_ids,
 )
 

@@ -116,3 +116,68 @@ def test_forced_layout_that_does_not_match_is_a_clear_error(tmp_path: Path, layo
     _write_params(tmp_path, {"source": str(src), "layout": layout})
     proc = _culturegan("prepare", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
+
+
+def test_a_source_without_an_accepted_image_exits_2_with_one_message(tmp_path: Path):
+    """An empty archive and an archive of unusable images fail alike (not exit 0 for one)."""
+    import io
+    import tarfile
+
+    tiny = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiny, "PNG")
+    for name, members in (("empty.tar", {}), ("tiny.tar", {"photo/a.png": tiny.getvalue()})):
+        with tarfile.open(tmp_path / name, "w") as tar:
+            for member, data in members.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        _write_params(tmp_path, {"source": str(tmp_path / name)})
+        proc = _culturegan("prepare", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+        assert "Traceback" not in proc.stderr and len(lines) == 2, proc.stderr
+        assert lines[0].startswith(f"error: no image of {tmp_path / name} was accepted"), lines
+        assert lines[1].startswith("hint: see ") and "rejects-of-failed-ingest.csv" in lines[1]
+        assert not (tmp_path / "data" / "manifest.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train"], "Missing option '--pair'"),
+        (["train", "--pair", "photo-inkwash", "--seed", "-1"], "'--seed'"),
+        (["train", "--pair", "photo-inkwash", "--bogus"], "No such option: --bogus"),
+        (["promote", "culturegan-photo-to-inkwash", "3"], "Missing option '--reason'"),
+        (["prepare", "extra"], "unexpected extra argument"),
+    ],
+)
+def test_cli_usage_errors_are_one_line_and_the_usage_with_exit_code_2(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from culturegan.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["culturegan", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        run()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "╭" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 3, err
+    assert lines[0].startswith("error: ") and message in lines[0], err
+    assert lines[1].startswith(f"Usage: culturegan {argv[0]} [OPTIONS]"), err
+    assert lines[2] == f"hint: culturegan {argv[0]} --help lists every option", err
+
+
+def test_cli_without_a_command_prints_the_help_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from culturegan.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["culturegan"])
+    with pytest.raises(SystemExit) as exit_:
+        run()
+    assert exit_.value.code == 2
+    out = capsys.readouterr()
+    assert "Usage: culturegan [OPTIONS] COMMAND" in out.out + out.err and "prepare" in out.out + out.err
+    assert "Traceback" not in out.err and "NoArgsIsHelpError" not in out.err

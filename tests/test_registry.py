@@ -431,6 +431,43 @@ def test_register_pair_logs_into_the_given_run_and_picks_cyclegans_reverse_gener
     assert version.run_id == run.info.run_id
 
 
+def test_both_directions_register_into_one_run_and_load_without_mlflow_warnings(
+    tmp_path: Path, store: Path
+) -> None:
+    """CycleGAN's two directions go into the training run: MLflow logs every model config as run
+    params, so a per-direction value there (source, target) clashed with the first model's."""
+    import logging
+    import warnings
+
+    import mlflow
+
+    from culturegan.tracking import configure
+
+    params, classifier = make_workspace(tmp_path, store, model_prefix="both")
+    runs = tmp_path / "runs" / PAIR
+    make_generator(runs, 1)
+    make_generator(runs, 2, source=TARGET, target=SOURCE, filename="generator_reverse.pt")
+    configure(params.tracking)
+    with mlflow.start_run() as run:
+        pass
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("mlflow").addHandler(handler)
+    try:
+        for pair, value in ((PAIR, 0.5), (f"{TARGET}-{SOURCE}", 0.3)):
+            metrics = write_metrics(tmp_path / f"eval/{pair}/metrics.json", value, classifier, pair=pair)
+            assert register_pair(params, pair, runs, metrics, run_id=run.info.run_id)["promoted"]
+    finally:
+        logging.getLogger("mlflow").removeHandler(handler)
+    assert not [r.getMessage() for r in records if "model config" in r.getMessage()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load(f"models:/both-{TARGET}-to-{SOURCE}@{CHAMPION}", params)
+    assert not [str(w.message) for w in caught if "type hint" in str(w.message).lower()]
+    assert model.predict(random_images(1, 8, 8)).shape == (1, 8, 8, 3)
+
+
 def test_register_pair_refuses_metrics_of_another_pair_and_a_missing_direction(
     tmp_path: Path,
 ) -> None:

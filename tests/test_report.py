@@ -354,6 +354,7 @@ def test_the_stage_on_real_evaluate_outputs_of_a_tiny_benchmark(tmp_path: Path):
                     "test_scenes": 6,
                 },
             },
+            "train": {"pairs": ["photo-inkwash", "photo-ukiyoe", "inkwash-photo"]},
             "evaluation": {
                 "classifier": {"epochs": 2, "batch_size": 16, "input_size": 32},
                 "kid_subsets": 3,

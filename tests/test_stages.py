@@ -76,6 +76,19 @@ def test_train_stage_logs_a_nested_mlflow_run_with_losses_and_the_generators(par
     assert (runs / "photo-inkwash" / "seed0" / "run_id.txt").read_text().strip() == run.info.run_id
 
 
+def test_a_pair_of_styles_not_in_the_manifest_fails_before_any_mlflow_run(params: Params, tmp_path: Path):
+    from culturegan.errors import ConfigError
+
+    # A real source: its styles are known only from the manifest, so params.yaml loads.
+    real = params.model_copy(update={"data": params.data.model_copy(update={"source": str(tmp_path / "src")})})
+    with pytest.raises(ConfigError) as info:
+        stages.train_stage(real, "photo-cubism", 0, params.data.root, tmp_path / "runs")
+    assert "'photo-cubism'" in info.value.message and "['cubism']" in info.value.message
+    assert "['inkwash', 'photo']" in info.value.message  # what the manifest holds
+    assert not (tmp_path / "mlflow.db").exists(), "no MLflow run (nor store) was created"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_killed_training_resumes_after_dvc_deletes_the_stage_output(params: Params, tmp_path: Path):
     runs = tmp_path / "runs"
     first = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)

@@ -76,7 +76,9 @@ def images(scenes: list[Scene]) -> dict[str, list[np.ndarray]]:
 
 def _params(seed: int = 3, workers: int = 2, **synthetic: object) -> Params:
     data = {"image_size": 32, "workers": workers, "synthetic": synthetic}
-    return parse_params({"seed": seed, "data": data})
+    styles = synthetic.get("styles", SYNTHETIC_STYLES)
+    pairs = [f"{styles[0]}-{s}" for s in styles[1:]]  # train.pairs must name rendered styles
+    return parse_params({"seed": seed, "data": data, "train": {"pairs": pairs}})
 
 
 # --- scene model -----------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def make_params(cache: Path, root: Path, **validation: object) -> Params:
     return parse_params(
         {
             "data": {"root": str(root), "cache_dir": str(cache), "synthetic": {"styles": STYLES}},
+            "train": {"pairs": ["photo-inkwash", "photo-ukiyoe"]},
             "validation": {"min_train_per_style": 10, "min_test_per_style": 3, **validation},
         }
     )
@@ -128,7 +129,7 @@ def test_leak_frame_matches_only_same_style_across_splits():
 
 def test_required_styles_follow_the_data_source():
     assert required_styles(
-        parse_params({"data": {"synthetic": {"styles": ["photo", "ukiyoe"]}}})
+        parse_params({"data": {"synthetic": {"styles": ["photo", "ukiyoe"]}}, "train": {"pairs": ["photo-ukiyoe"]}})
     ) == [
         "photo",
         "ukiyoe",

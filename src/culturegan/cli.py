@@ -171,6 +171,21 @@ def stylize(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="e.g. models:/culturegan-photo-to-inkwash@champion")],
+    params: ParamsOpt = Path("params.yaml"),
+    host: Annotated[str, typer.Option("--host", "-h", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to listen on")] = 5001,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="worker processes")] = 1,
+) -> None:
+    """Serve a registered model over HTTP (MLflow's scoring protocol) with a request size limit."""
+    from culturegan.model_server import serve as run_server
+    from culturegan.tracking import resolve_tracking_uri
+
+    run_server(model, resolve_tracking_uri(_load(params).tracking), host, port, workers)
+
+
+@app.command()
 def promote(
     name: Annotated[str, typer.Argument(help="registered model name")],
     version: Annotated[str, typer.Argument(help="model version to make champion")],
@@ -301,15 +316,32 @@ def pipeline_submit(
     )
 
 
+def _usage_error(err: Exception) -> None:
+    """One line, the usage and where to find help, exit 2: like params errors, not a traceback."""
+    ctx = getattr(err, "ctx", None)
+    message = err.format_message() if hasattr(err, "format_message") else str(err)
+    if type(err).__name__ == "NoArgsIsHelpError":  # `culturegan` alone: the help (rich prints
+        if message.strip():  # it to stdout itself, plain click returns it as the message)
+            typer.echo(message, err=True)
+    else:
+        typer.echo(f"error: {message}", err=True)
+        if ctx is not None:
+            typer.echo(ctx.get_usage(), err=True)
+            typer.echo(f"hint: {ctx.command_path} --help lists every option", err=True)
+    sys.exit(getattr(err, "exit_code", 2))
+
+
 def run() -> None:
     """Console entry point: user errors are one clear line plus a hint, not a traceback."""
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="culturegan")
     except CultureganError as err:
         typer.echo(f"error: {err.message}", err=True)
         if err.hint:
             typer.echo(f"hint: {err.hint}", err=True)
         sys.exit(1 if isinstance(err, ValidationFailed) else 2)
+    except typer.TyperException as err:  # a usage error (typer's click): missing/bad option
+        _usage_error(err)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):

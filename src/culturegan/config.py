@@ -40,6 +40,27 @@ def parse_pair(pair: str) -> tuple[str, str]:
         raise ConfigError(f"bad culture pair: {err}", hint="use a pair of train.pairs in params.yaml") from None
 
 
+# ResnetGenerator halves an image twice and doubles it back: other sides come out another size.
+GENERATOR_STRIDE = 4
+
+
+def _generator_side(name: str, side: int) -> int:
+    if side % GENERATOR_STRIDE:
+        raise ValueError(
+            f"{name} {side} is not a multiple of {GENERATOR_STRIDE}: the generator downsamples twice"
+            " and upsamples back, so the output would not match the input; use e.g. 64, 128 or 256"
+        )
+    return side
+
+
+def patch_output_size(image_size: int, n_layers: int) -> int:
+    """Side of the PatchGAN score map for square inputs; < 1 means the image is too small."""
+    side = image_size
+    for _ in range(n_layers):
+        side = side // 2  # k4 s2 p1
+    return side - 2  # two k4 s1 p1 convs
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,6 +121,11 @@ class DataConfig(_Strict):
     workers: int = Field(0, ge=0, description="ingest and rendering processes; 0 means one per CPU core")
     download: DownloadConfig = Field(default_factory=DownloadConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, size: int) -> int:
+        return _generator_side("image_size", size)
 
     @field_validator("source")
     @classmethod
@@ -288,6 +314,11 @@ class TrainConfig(_Strict):
             raise ValueError("pairs must not repeat")
         return pairs
 
+    @field_validator("crop_size")
+    @classmethod
+    def _crop_size(cls, size: int | None) -> int | None:
+        return None if size is None else _generator_side("crop_size", size)
+
     @field_validator("seeds")
     @classmethod
     def _seeds_unique(cls, seeds: list[int]) -> list[int]:
@@ -457,7 +488,13 @@ class RegistryConfig(_Strict):
     max_side: int = Field(
         1024, ge=8, le=16384, description="the served model refuses images with a longer side (400)"
     )
-    max_images: int = Field(64, ge=1, le=4096, description="images per request the served model accepts")
+    max_images: int = Field(
+        4,
+        ge=1,
+        le=4096,
+        description="images per request the served model accepts; with max_side it bounds the request"
+        " body `culturegan serve` reads (413 above): 4 images of 1024 px as JSON are about 75 MB",
+    )
     batch_size: int = Field(8, ge=1, le=1024, description="images per forward pass inside the served model")
 
     @model_validator(mode="after")
@@ -574,13 +611,58 @@ class Params(_Strict):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
-    def _tile_fits(self) -> Params:
-        tile = self.evaluation.tile_size
-        if tile is not None and tile > self.data.image_size:
+    def _across_sections(self) -> Params:
+        return _check_across_sections(self)
+
+
+def size_problem(train: TrainConfig, image_size: int) -> str | None:
+    """Why the generator or discriminator cannot train on these sizes, or None."""
+    for key, side in (("data.image_size", image_size), ("train.crop_size", train.crop_size)):
+        if side is not None and side % GENERATOR_STRIDE:
+            return f"{key} {side} is not a multiple of {GENERATOR_STRIDE}, as the generator's 2 down/upsamplings need"
+    if train.crop_size is not None and train.crop_size > image_size:
+        return (
+            f"train.crop_size {train.crop_size} is larger than data.image_size {image_size}:"
+            " use a crop no larger than the stored images, or null for whole images"
+        )
+    side = train.crop_size or image_size
+    if patch_output_size(side, train.discriminator.n_layers) < 1:
+        return (
+            f"train.discriminator.n_layers {train.discriminator.n_layers} is too deep for {side}px"
+            " training images: use fewer layers or larger images"
+        )
+    return None
+
+
+def unknown_pair_styles(pairs: list[str], styles: list[str]) -> tuple[list[str], list[str]]:
+    """The pairs naming a style outside `styles`, and those styles (in order of appearance)."""
+    bad, missing = [], []
+    for pair in pairs:
+        absent = [s for s in split_pair(pair) if s not in styles]
+        if absent:
+            bad.append(pair)
+            missing += [s for s in absent if s not in missing]
+    return bad, missing
+
+
+def _check_across_sections(params: Params) -> Params:
+    problem = size_problem(params.train, params.data.image_size)
+    if problem:
+        raise ValueError(problem)
+    tile = params.evaluation.tile_size
+    if tile is not None and tile > params.data.image_size:
+        raise ValueError(
+            f"evaluation.tile_size ({tile}) is larger than data.image_size ({params.data.image_size})"
+        )
+    if params.data.is_synthetic:  # the styles are known now; a real source's come with its manifest
+        styles = params.data.synthetic.styles
+        bad, missing = unknown_pair_styles(params.train.pairs, styles)
+        if bad:
             raise ValueError(
-                f"evaluation.tile_size ({tile}) is larger than data.image_size ({self.data.image_size})"
+                f"train.pairs {bad} name style(s) {missing} that data.synthetic.styles {styles} does"
+                " not render: add the style(s) there or use pairs of those styles"
             )
-        return self
+    return params
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -611,6 +693,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
                 f"valid keys here: {', '.join(valid)}"
             )
             lines.append(f"unknown key '{key}' in {source}; {hint}")
+        elif not loc:  # a rule across sections: the message names its keys; the input is everything
+            lines.append(f"bad value in {source}: {e['msg'].removeprefix('Value error, ')}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"bad value for '{key}' in {source}: {msg} (got {e.get('input')!r})")

@@ -459,13 +459,14 @@ def _log_model(
                 name=LOGGED_MODEL_NAME,
                 python_model=str(SERVING_CODE),
                 artifacts={"generator": str(program), "config": str(config_path)},
+                # MLflow also logs the model config as params of the run, and CycleGAN's two
+                # directions share the training run: only values both directions have (the
+                # direction itself is in config.json, the model name and the model's params).
                 model_config={
                     "max_side": cfg.max_side,
                     "max_images": cfg.max_images,
                     "batch_size": cfg.batch_size,
                     "image_size": image_size,
-                    "source": generator.get("source"),
-                    "target": generator.get("target"),
                 },
                 signature=signature(),
                 input_example=input_example(int(image_size or 32)),

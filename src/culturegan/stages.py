@@ -90,8 +90,10 @@ def train_stage(
     """
     from culturegan.config import parse_pair
     from culturegan.fileio import atomic_write_text
+    from culturegan.training.dataset import check_pair_styles
     from culturegan.training.trainer import train_pair
 
+    check_pair_styles(Path(data_root), pair)  # before any MLflow run exists: it would be FAILED
     params = with_seed(params, seed)
     out_dir = seed_dir(runs_root, pair, seed)
     ckpt_dir = checkpoint_dir(params, pair)

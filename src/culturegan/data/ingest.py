@@ -12,6 +12,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import stat
 import time
 import warnings
@@ -43,6 +44,7 @@ from culturegan.fileio import atomic_path, atomic_write_bytes
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "ingest-journal.jsonl"
+FAILED_REJECTS_NAME = "rejects-of-failed-ingest.csv"  # in data.cache_dir: root stays untouched
 # Bump when normalisation changes so journal entries from older code are not reused.
 NORMALISE_VERSION = 1
 SPLIT_ORDER = {"train": 0, "test": 1}
@@ -272,6 +274,7 @@ def _plan(files: list[Path], top: Path, params: Params) -> _Plan:
 @dataclass(frozen=True)
 class _Opts:
     root: Path
+    staging: Path  # new or changed PNGs wait here until the run succeeds (see _staging_dir)
     image_size: int
     min_source_size: int
     max_pixels: int
@@ -296,9 +299,12 @@ class _Rejected(Exception):
         self.detail = detail
 
 
-def _decode_error(err: BaseException) -> _Rejected:
+def _decode_error(err: BaseException, max_pixels: int) -> _Rejected:
     if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return _Rejected(Reason.TOO_LARGE, str(err))
+        # PIL's own text names its limit, which for the error is twice data.max_pixels.
+        m = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{m[1]} pixels" if m else "the image"
+        return _Rejected(Reason.TOO_LARGE, f"{size} is more than data.max_pixels={max_pixels}")
     text = f"{type(err).__name__}: {err}"
     if isinstance(err, EOFError) or "truncated" in str(err).lower():
         return _Rejected(Reason.TRUNCATED, text)
@@ -347,7 +353,7 @@ def decode_normalised(data: bytes, opts: _Opts) -> Image.Image:
         except UnidentifiedImageError:
             raise _Rejected(Reason.NOT_IMAGE, "not a recognised image format") from None
         except Exception as err:  # noqa: BLE001 - any header failure is this file's problem only
-            raise _decode_error(err) from None
+            raise _decode_error(err, opts.max_pixels) from None
         w, h = img.size
         if w * h > opts.max_pixels:
             raise _Rejected(
@@ -364,11 +370,11 @@ def decode_normalised(data: bytes, opts: _Opts) -> Image.Image:
         try:
             img.load()
         except Exception as err:  # noqa: BLE001
-            raise _decode_error(err) from None
+            raise _decode_error(err, opts.max_pixels) from None
     try:
         img = _to_rgb(_oriented(img))
     except Exception as err:  # noqa: BLE001
-        raise _decode_error(err) from None
+        raise _decode_error(err, opts.max_pixels) from None
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -407,7 +413,10 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
             return reject(Reason.NOT_IMAGE, "not a regular file")
         # No encoding of max_pixels pixels is this large: refuse before reading it into memory.
         if st.st_size > opts.max_pixels * 8 + (1 << 20):
-            return reject(Reason.TOO_LARGE, f"{st.st_size} bytes: more than data.max_pixels allows")
+            return reject(
+                Reason.TOO_LARGE,
+                f"{st.st_size} bytes: more than data.max_pixels={opts.max_pixels} allows",
+            )
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as err:
@@ -417,7 +426,7 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
         res["split"] = "test" if int(sha[:8], 16) / 2**32 < opts.test_fraction else "train"
     hit = known.get(sha) if known else None
     if hit is not None:
-        missing = hit["status"] == "ok" and not (opts.root / hit["path"]).is_file()
+        missing = hit["status"] == "ok" and not _png_exists(opts, hit["path"])
         return {**res, **hit, "reused": True, "png_missing": missing}
     if not data:
         return reject(Reason.EMPTY, "zero bytes")
@@ -430,9 +439,10 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
     png = buf.getvalue()
     rel = _output_rel(style, res["split"], sha)
     target = opts.root / rel
-    # An identical file is left alone so reruns do not touch mtimes (DVC, make-style tools).
+    # An identical file is left alone so reruns do not touch mtimes (DVC, make-style tools);
+    # anything else is staged and only moved into styles/ once the whole run has succeeded.
     if not (target.is_file() and target.read_bytes() == png):
-        atomic_write_bytes(target, png)
+        atomic_write_bytes(opts.staging / rel, png)
     return {
         **res,
         "status": "ok",
@@ -443,6 +453,27 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
         "phash": phash(img),
         "intensity_std": intensity_std(img),
     }
+
+
+def _png_exists(opts: _Opts, rel: str) -> bool:
+    return (opts.root / rel).is_file() or (opts.staging / rel).is_file()
+
+
+def _staging_dir(cache_dir: Path, root: Path, image_size: int) -> Path:
+    """Where a run's new PNGs wait for the swap into `root`: kept after a crash so that the next
+    run reuses them; keyed by what a PNG's bytes depend on beyond its path (which holds the
+    source's sha256, style and split), so a staged file is never taken for another size's."""
+    key = json.dumps([str(root.resolve()), image_size, NORMALISE_VERSION])
+    return cache_dir / "ingest-staging" / hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _swap_in(staging: Path, root: Path, rels: Iterable[str]) -> None:
+    """Move the staged PNGs of `rels` (those not already identical in `root`) into `root`."""
+    for rel in rels:
+        staged = staging / rel
+        if staged.is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staged, root / rel)  # a rename on one file system
 
 
 def _pool_size(workers: int) -> int:
@@ -567,14 +598,16 @@ def _sort_key(r: dict[str, Any]) -> tuple[int, str]:
 def dedupe(accepted: list[dict[str, Any]], max_bits: int) -> dict[int, tuple[str, str]]:
     """Indices into `accepted` to reject -> (reason, detail).
 
-    Exact copies (same sha256) anywhere, then near copies (pHash distance <= max_bits) within a
-    style. The first by (train before test, origin) is kept; a copy in the other split of the
-    same style is a train/test leak.
+    An image under two styles (the same sha256, or a pHash distance <= max_bits) has an
+    ambiguous label: every copy of it is refused, in every style. Then exact copies, then near
+    copies within a style: the first by (train before test, origin) is kept; a copy in the other
+    split of the same style is a train/test leak.
     """
-    rejected: dict[int, tuple[str, str]] = {}
+    rejected = _ambiguous(accepted, max_bits)
     by_sha: dict[str, list[int]] = defaultdict(list)
     for i in sorted(range(len(accepted)), key=lambda i: _sort_key(accepted[i])):
-        by_sha[accepted[i]["sha256"]].append(i)
+        if i not in rejected:
+            by_sha[accepted[i]["sha256"]].append(i)
     for group in by_sha.values():
         kept = accepted[group[0]]
         for i in group[1:]:
@@ -610,6 +643,32 @@ def dedupe(accepted: list[dict[str, Any]], max_bits: int) -> dict[int, tuple[str
                 f"pHash distance {d} to {kept['origin']} ({kept['style']}/{kept['split']})",
             )
     return rejected
+
+
+def _ambiguous(accepted: list[dict[str, Any]], max_bits: int) -> dict[int, tuple[str, str]]:
+    """Every image with a copy or near copy in another style -> (AMBIGUOUS, the closest one)."""
+    order = sorted(range(len(accepted)), key=lambda i: _sort_key(accepted[i]))
+    closest: dict[int, tuple[int, int]] = {}  # i -> (distance, position in `order` of the match)
+
+    def note(a: int, b: int, d: int) -> None:
+        i, j = order[a], order[b]
+        if accepted[i]["style"] != accepted[j]["style"]:
+            closest[i] = min(closest.get(i, (d, b)), (d, b))
+            closest[j] = min(closest.get(j, (d, a)), (d, a))
+
+    hashes = phash_ints(accepted[i]["phash"] for i in order)
+    for a, pairs in _near_pairs(hashes, max_bits).items():
+        for b, d in pairs:
+            note(a, b, d)
+    # The same bytes always decode to the same pHash, but say so when it is the same file.
+    out = {}
+    for i, (d, b) in closest.items():
+        other = accepted[order[b]]
+        where = f"{other['origin']} ({other['style']}/{other['split']})"
+        same = other["sha256"] == accepted[i]["sha256"]
+        detail = f"same bytes as {where}" if same else f"pHash distance {d} to {where}"
+        out[i] = (Reason.AMBIGUOUS, f"{detail} in another style")
+    return out
 
 
 def _near_pairs(hashes: np.ndarray, max_bits: int) -> dict[int, list[tuple[int, int]]]:
@@ -651,6 +710,10 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     Writes `root/manifest.parquet` and `root/rejects.csv`; returns counts and throughput.
     Resumable: per-file results are journalled in `data.cache_dir`, so a rerun (or a run after a
     kill) decodes only files it has not seen, and leaves unchanged outputs untouched.
+
+    All or nothing: new PNGs are staged in `data.cache_dir` and the outputs in `root` are replaced
+    only once the run has succeeded; a failed run (nothing accepted) leaves them as they were and
+    writes its rejects to `data.cache_dir` instead.
     """
     from culturegan.data.sources import fetch_source  # network clients load only when ingesting
 
@@ -667,15 +730,10 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     fetched = fetch_source(cfg.source, cache_dir, cfg.download, cfg.max_pixels)
     _check_paths(fetched.root, root)
     scan = _scan(fetched.root, skip={(root / "styles").resolve(), cache_dir.resolve()})
-    if not scan.files and not fetched.rejects:
-        ignored = f" ({scan.ignored} hidden/system files ignored)" if scan.ignored else ""
-        raise IngestError(
-            f"no files found in {cfg.source}{ignored}",
-            hint="data.source should hold a folder per style, or trainA/ trainB/ testA/ testB/",
-        )
     plan = _plan(scan.files, fetched.root, params) if scan.files else _Plan("none", [], [], set())
     opts = _Opts(
         root=root,
+        staging=_staging_dir(cache_dir, root, cfg.image_size),
         image_size=cfg.image_size,
         min_source_size=cfg.min_source_size,
         max_pixels=cfg.max_pixels,
@@ -692,9 +750,18 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
 
     manifest_rows = [_manifest_row(r) for i, r in enumerate(accepted) if i not in dropped]
     rejects = _reject_rows(fetched, plan, results, accepted, dropped)
+    failed_rejects = cache_dir / FAILED_REJECTS_NAME
+    if not manifest_rows:
+        # One rule for every source, decided before anything in `root` changes.
+        write_rejects(rejects, cache_dir, failed_rejects.name)
+        shutil.rmtree(opts.staging, ignore_errors=True)
+        raise _nothing_accepted(cfg.source, scan, rejects, root, failed_rejects)
+    _swap_in(opts.staging, root, (r.path for r in manifest_rows))
     write_manifest(manifest_frame(manifest_rows), root)
     write_rejects(rejects, root)
     removed = _remove_stale(root / "styles", {r.path for r in manifest_rows})
+    shutil.rmtree(opts.staging, ignore_errors=True)
+    failed_rejects.unlink(missing_ok=True)
 
     by_style: dict[str, dict[str, int]] = defaultdict(dict)
     for style, split in sorted(plan.splits, key=lambda ss: (ss[0], SPLIT_ORDER[ss[1]])):
@@ -721,13 +788,23 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
         summary["ignored"],
         seconds,
     )
-    not_images = (Reason.EMPTY, Reason.NOT_IMAGE)
-    if all(r["status"] == "reject" and r["reason"] in not_images for r in results):
-        raise IngestError(
-            f"no images in {cfg.source}: {len(results)} file(s) in style folders, none an image",
-            hint=f"see {root / 'rejects.csv'} for every file and why it was refused",
-        )
     return summary
+
+
+def _nothing_accepted(
+    source: str, scan: _Scan, rejects: list[RejectRow], root: Path, failed_rejects: Path
+) -> IngestError:
+    from culturegan.data.sources import redact_url
+
+    ignored = f", {scan.ignored} hidden/system file(s) ignored" if scan.ignored else ""
+    hint = f"see {failed_rejects} for every file and why it was refused"
+    if not scan.files:
+        hint += "; data.source should hold a folder per style, or trainA/ trainB/ testA/ testB/"
+    return IngestError(
+        f"no image of {redact_url(source)} was accepted ({len(scan.files)} file(s) found, "
+        f"{len(rejects)} refused{ignored}); {root} keeps its previous outputs",
+        hint=hint,
+    )
 
 
 def _process_all(

@@ -55,6 +55,7 @@ class Reason:
     DUPLICATE = "exact_duplicate"
     NEAR_DUPLICATE = "near_duplicate"
     LEAK = "train_test_leak"
+    AMBIGUOUS = "ambiguous_style"  # the same or a near-identical image under two styles
     UNKNOWN_STYLE = "unknown_style_folder"
     DOWNLOAD_FAILED = "download_failed"
 
@@ -108,14 +109,15 @@ def read_manifest(root: Path) -> pd.DataFrame:
     return pd.read_parquet(Path(root) / MANIFEST_NAME)
 
 
-def write_rejects(rows: Iterable[RejectRow], root: Path) -> Path:
-    """Write `root/rejects.csv` atomically (a header only when nothing was rejected)."""
+def write_rejects(rows: Iterable[RejectRow], root: Path, name: str = REJECTS_NAME) -> Path:
+    """Write `root/rejects.csv` (or `root/<name>`) atomically (a header only when nothing was
+    rejected)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REJECT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in sorted(rows, key=lambda r: (r.source, r.reason)):
         writer.writerow(asdict(r))
-    out = Path(root) / REJECTS_NAME
+    out = Path(root) / name
     atomic_write_text(out, buf.getvalue())
     return out
 

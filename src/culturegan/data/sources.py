@@ -284,7 +284,7 @@ def _ratio_detail(ratio: float) -> str:
 
 
 def _too_large_detail(size: int, max_pixels: int | None) -> str:
-    return f"{size} bytes: larger than any image of at most {max_pixels} pixels"
+    return f"{size} bytes: larger than any image of at most data.max_pixels={max_pixels} pixels"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

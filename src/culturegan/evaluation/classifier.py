@@ -22,7 +22,8 @@ from culturegan.config import ClassifierConfig, Params
 from culturegan.errors import CheckpointError, ValidationFailed
 from culturegan.evaluation.imageops import tiles
 from culturegan.evaluation.imageset import load_split, manifest_styles
-from culturegan.fileio import atomic_path, atomic_write_text
+from culturegan.fileio import atomic_write_text
+from culturegan.training.checkpoint import save_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +228,7 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
         "seed": params.seed,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / CLASSIFIER_FILE) as tmp:
-        torch.save(checkpoint, tmp)
+    save_torch_file(out_dir / CLASSIFIER_FILE, checkpoint)  # same weights, same bytes (DVC)
     report = {
         "styles": styles,
         "test_accuracy": float((y_pred == y_true).mean()),

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from culturegan.config import DiscriminatorConfig, GeneratorConfig
+from culturegan.config import GENERATOR_STRIDE, DiscriminatorConfig, GeneratorConfig
 
 N_DOWN = 2  # stride-2 convolutions in the generator's encoder (and 2x upsamplings in the decoder)
+assert 2**N_DOWN == GENERATOR_STRIDE  # config refuses image sizes by this rule
 _EDGE = 0.995  # inputs are clamped to +-this before atanh: |atanh| <= 3, no infinities at +-1
 
 
@@ -201,15 +202,9 @@ class PatchDiscriminator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)  # (B, 3, H, W) -> (B, 1, H', W'), H' = H / 2**n_layers - 2
-
-
-def patch_output_size(image_size: int, n_layers: int) -> int:
-    """Side of the PatchGAN score map for square inputs; < 1 means the image is too small."""
-    side = image_size
-    for _ in range(n_layers):
-        side = side // 2  # k4 s2 p1
-    return side - 2  # two k4 s1 p1 convs
+        # (B, 3, H, W) -> (B, 1, H', W'), H' = H / 2**n_layers - 2: config.patch_output_size,
+        # by which params.yaml is refused when the images are too small for n_layers
+        return self.model(x)
 
 
 class PatchSampleMLP(nn.Module):

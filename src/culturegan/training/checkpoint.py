@@ -6,6 +6,7 @@ weights_only=True)` reads it back without unpickling arbitrary objects.
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from torch import nn
 
 from culturegan.config import GeneratorConfig
 from culturegan.errors import CheckpointError
-from culturegan.fileio import atomic_path
+from culturegan.fileio import atomic_write_bytes
 from culturegan.models.networks import ResnetGenerator
 
 FORMAT = 1
@@ -66,10 +67,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def torch_bytes(obj: Any) -> bytes:
+    """`torch.save` output that depends on `obj` only: saved to a path, the zip's records are
+    named after the file (a random temp name here), so the same weights gave new bytes and DVC
+    saw a new output on every run."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def save_torch_file(path: Path, obj: Any) -> None:
+    """`torch.save(obj, path)`, atomic and deterministic (see torch_bytes)."""
+    atomic_write_bytes(path, torch_bytes(obj))
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a kill during the write leaves the previous checkpoint intact."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    save_torch_file(path, {"format": FORMAT, **state})
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:
@@ -138,17 +152,16 @@ def save_generator(path: Path, generator: nn.Module, meta: dict[str, Any]) -> No
     cfg = generator.cfg
     assert isinstance(cfg, GeneratorConfig)
     state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "format": FORMAT,
-                "kind": "ResnetGenerator",
-                "config": cfg.model_dump(),
-                "state_dict": state,
-                **meta,
-            },
-            tmp,
-        )
+    save_torch_file(
+        path,
+        {
+            "format": FORMAT,
+            "kind": "ResnetGenerator",
+            "config": cfg.model_dump(),
+            "state_dict": state,
+            **meta,
+        },
+    )
 
 
 def read_generator_file(path: Path) -> dict[str, Any]:

@@ -34,6 +34,25 @@ def _read_png(path: Path, size: int) -> np.ndarray:
     return arr
 
 
+def check_pair_styles(data_root: Path, pair: str) -> None:
+    """Refuse a pair naming a style the prepared data does not hold, before any work (or MLflow
+    run) starts: a real source's styles are known only from its manifest."""
+    data_root = Path(data_root)
+    if not (data_root / MANIFEST_NAME).exists():
+        raise ConfigError(
+            f"{data_root / MANIFEST_NAME} not found",
+            hint="run the prepare stage first (dvc repro prepare)",
+        )
+    available = sorted(read_manifest(data_root)["style"].unique())
+    missing = [s for s in parse_pair(pair) if s not in available]
+    if missing:
+        raise ConfigError(
+            f"pair {pair!r} (train.pairs / --pair) names style(s) {missing} that "
+            f"{data_root / MANIFEST_NAME} does not hold; its styles: {available}",
+            hint="use pairs of those styles, or change data.source / data.style_names and prepare again",
+        )
+
+
 def load_style_images(data_root: Path, style: str, size: int, split: str = "train") -> torch.Tensor:
     """All images of one style and split, sorted by path: uint8 (N, 3, size, size)."""
     data_root = Path(data_root)

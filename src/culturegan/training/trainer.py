@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from culturegan.config import Params, TrainConfig, parse_pair
+from culturegan.config import Params, TrainConfig, parse_pair, size_problem
 from culturegan.errors import ConfigError
 from culturegan.fileio import atomic_path, atomic_write_text
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
@@ -36,7 +36,6 @@ from culturegan.models.networks import (
     ResnetGenerator,
     count_params,
     init_weights,
-    patch_output_size,
     sample_patch_ids,
 )
 from culturegan.training.augment import diff_augment
@@ -386,24 +385,10 @@ def make_runtime(
 
 
 def check_sizes(cfg: TrainConfig, image_size: int) -> None:
-    if cfg.crop_size is not None and cfg.crop_size > image_size:
-        raise ConfigError(
-            f"train.crop_size {cfg.crop_size} is larger than data.image_size {image_size}",
-            hint="use a crop no larger than the stored images, or null for whole images",
-        )
-    for key, side in (("data.image_size", image_size), ("train.crop_size", cfg.crop_size)):
-        if side is not None and side % 4:
-            raise ConfigError(
-                f"{key} {side} is not a multiple of 4, as the generator's"
-                " 2 down/upsamplings need",
-                hint="use e.g. 64, 128 or 256",
-            )
-    if patch_output_size(cfg.crop_size or image_size, cfg.discriminator.n_layers) < 1:
-        raise ConfigError(
-            f"train.discriminator.n_layers {cfg.discriminator.n_layers} is too deep"
-            f" for {cfg.crop_size or image_size}px training images",
-            hint="use fewer layers or larger images",
-        )
+    """The load-time size rules of `Params`, again for configs built another way (bench)."""
+    problem = size_problem(cfg, image_size)
+    if problem:
+        raise ConfigError(problem, hint="see data.image_size and train in params.yaml")
 
 
 def run_fingerprint(params: Params, pair: str) -> dict[str, Any]:
