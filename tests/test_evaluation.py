@@ -522,3 +522,31 @@ def test_tiled_evaluation_scores_every_tile_and_keeps_whole_images_in_the_grid(t
     assert m["controls"]["truth"]["gt_ssim"] == pytest.approx(1.0)
     grid = Image.open(out / "grid.png")
     assert grid.height > 3 * SIZE  # whole 32 px images, not 16 px tiles
+
+
+def test_without_a_truth_the_damaged_source_is_scored_as_a_control(tmp_path: Path, bench):
+    """Real data (no shared scenes): noise and blur of the source are scored like the methods,
+    so a reader can see whether the quality metric rewards damage as if it were a transfer."""
+    import shutil
+
+    from culturegan.data.manifest import read_manifest, write_manifest
+
+    params, data, clf_path, _ = bench
+    real = tmp_path / "data"
+    shutil.copytree(data, real)
+    df = read_manifest(real)
+    df["scene"] = ""  # what ingest writes for a real source
+    write_manifest(df, real)
+    out = tmp_path / "eval"
+    result = evaluate_pair(
+        params, "photo-inkwash", real, None, clf_path, out, translate=module_translator(_blur_generator())
+    )
+    assert result["ground_truth"] is False
+    m = json.loads((out / "metrics.json").read_text())
+    assert list(m["controls"]) == ["source_noise", "source_blur"]
+    noise, blur = m["controls"]["source_noise"], m["controls"]["source_blur"]
+    assert noise["n_images"] == blur["n_images"] == 12
+    assert "gt_ssim" not in noise
+    assert noise["content_ssim"] < 0.9 and blur["content_ssim"] < 0.99
+    # damage is not a transfer into ink wash: far below the true renderings' gain on this data
+    assert noise["kid_classifier_relative_gain"] < 0.5 and blur["kid_classifier_relative_gain"] < 0.5

@@ -66,6 +66,10 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
             "best_baseline_gt_ssim": [best_ssim, baselines[best_ssim]["gt_ssim"]],
             "best_baseline_gt_psnr": [best_psnr, baselines[best_psnr]["gt_psnr"]],
         }
+    controls = metrics.get("controls") or {}
+    for name in ("source_noise", "source_blur"):  # real data: damage the metric must not reward
+        if name in controls:
+            row[f"{name}_kid_gain"] = controls[name].get("kid_classifier_relative_gain")
     if gan and truth:
         row["edge_ratio"] = gan["content_edge_ssim"] / truth["content_edge_ssim"]
         row["beats_baselines_gt"] = all(

@@ -67,20 +67,33 @@ def control_outputs(
     """The truth and the controls a valid metric must rank below it (RESEARCH.md, trap 7): the
     truth with Gaussian noise (sigma 0.1 of the range), the truth blurred (sigma 1.5 px), a
     colour-only transfer (Reinhard) of the source, and the source unchanged. uint8 (N, H, W, 3) each."""
-    from scipy import ndimage
-
     from culturegan.evaluation.baselines import reinhard
 
-    rng = np.random.default_rng([seed, 7])
-    noisy = np.clip(truth.astype(np.float64) + rng.normal(0.0, 25.5, truth.shape), 0, 255)
-    blurred = ndimage.gaussian_filter(truth.astype(np.float64), sigma=(0, 1.5, 1.5, 0), mode="reflect")
+    noisy, blurred = _damaged(truth, [seed, 7])
     return {
         "truth": truth,
-        "truth_noise": np.rint(noisy).astype(np.uint8),
-        "truth_blur": np.clip(np.rint(blurred), 0, 255).astype(np.uint8),
+        "truth_noise": noisy,
+        "truth_blur": blurred,
         "colour_transfer": reinhard(sources, target_refs),
         "source": sources,
     }
+
+
+def _damaged(images: np.ndarray, rng_key: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """`images` with Gaussian noise (sigma 0.1 of the range), and blurred (sigma 1.5 px); uint8."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(rng_key)
+    noisy = np.clip(images.astype(np.float64) + rng.normal(0.0, 25.5, images.shape), 0, 255)
+    blurred = ndimage.gaussian_filter(images.astype(np.float64), sigma=(0, 1.5, 1.5, 0), mode="reflect")
+    return np.rint(noisy).astype(np.uint8), np.clip(np.rint(blurred), 0, 255).astype(np.uint8)
+
+
+def source_controls(sources: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Damaged sources for data without a truth, with the same damage as the truth's controls
+    (`control_outputs`): noise and blur. uint8 (N, H, W, 3) each."""
+    noisy, blurred = _damaged(sources, [seed, 8])
+    return {"source_noise": noisy, "source_blur": blurred}
 
 
 def _feature_spaces(params: Params, classifier: Any) -> dict[str, metrics.FeatureFn]:
@@ -242,6 +255,14 @@ def evaluate_pair(
         src_a, truth_a = tiled(src.images[ia]), tiled(tgt.images[ib])
         for name, out in control_outputs(src.images[ia], tgt.images[ib], refs.images, params.seed).items():
             controls[name] = score(tiled(out), src_a, train_ref, (np.arange(len(src_a)), truth_a))
+
+    else:
+        # Real data has no truth, but two outputs that are certainly not style transfers still
+        # test the metrics: the source with noise and the source blurred, scored like the methods.
+        # A quality metric that rates them near a GAN's score cannot tell that GAN's transfer from
+        # damage to the source (the validity question of RESEARCH.md, trap 7, without a truth).
+        for name, out in source_controls(src.images, params.seed).items():
+            controls[name] = score(tiled(out), src_t, test_ref, None)
 
     result = {
         "pair": pair,
