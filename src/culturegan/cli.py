@@ -254,11 +254,14 @@ def pipeline_compile(
     out: Annotated[Path, typer.Option(help="the KFP package (IR YAML) to write")] = Path(
         "pipelines/culturegan_pipeline.yaml"
     ),
+    components_dir: Annotated[
+        Path, typer.Option(help="folder for each component's reusable spec (<step>.yaml)")
+    ] = Path("components"),
 ) -> None:
-    """Compile the pipeline; params.yaml becomes the default of its `params` parameter."""
+    """Compile the pipeline and its components; params.yaml becomes the default of the `params` parameter."""
     from culturegan.orchestration.commands import compile_pipeline
 
-    _emit(compile_pipeline(_load(params), out))
+    _emit(compile_pipeline(_load(params), out, components_dir))
 
 
 @pipeline_app.command("run-local")
