@@ -104,10 +104,18 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
             assert metrics["pair"] == direction and metrics["seed"] == seed
         decisions = json.loads((project / "reports" / "register" / pair / f"seed{seed}.json").read_text())
         assert set(decisions) == {pair, reverse}
+        # the metrics files dvc.yaml declares: copies of train_metrics.json and of each metrics.json
+        train = json.loads((project / "reports" / "train" / pair / f"seed{seed}.json").read_text())
+        assert train == json.loads((project / "runs" / pair / f"seed{seed}" / "train_metrics.json").read_text())
+        scored = json.loads((project / "reports" / "evaluate" / pair / f"seed{seed}.json").read_text())
+        assert set(scored) == {pair, reverse} and scored[pair]["seed"] == seed
     analysis = json.loads((project / "report" / "analysis.json").read_text())
     assert analysis["design"]["n_pairs"] == 2
     assert analysis["design"]["seeds_per_pair"] == {pair: 2, reverse: 2}
     assert "index.html" in {p.name for p in (project / "report").iterdir()}
+    assert json.loads((project / "reports" / "analysis.json").read_text())["n_pairs"] == 2
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout)[""]["data"]
+    assert "reports/analysis.json" in shown and not [k for k, v in shown.items() if "error" in v]
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert "train.seeds" not in lock["train@photo-inkwash-0"]["params"]["params.yaml"]
 

@@ -189,6 +189,23 @@ def register_stage(
     }
 
 
+def train_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a train_stage result for `culturegan train --summary` (a DVC metrics file):
+    the run's train_metrics.json (final losses, images/s, steps). DVC cannot declare that file
+    where it lies, inside the stage's output folder; dvc.yaml declares this copy instead."""
+    import json
+
+    return json.loads(Path(result["metrics"]).read_text(encoding="utf-8"))
+
+
+def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.json of every direction an evaluate_stage result scored, by direction, for
+    `culturegan evaluate --summary` (a DVC metrics file; see train_summary for why a copy)."""
+    import json
+
+    return {d: json.loads(Path(r["metrics"]).read_text(encoding="utf-8")) for d, r in result.items()}
+
+
 def analyze_stage(
     params: Params,
     runs_root: Path = RUNS_ROOT,
