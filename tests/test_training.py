@@ -659,3 +659,41 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(data_root, t
     b = _checkpoint_nets(ckpt)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+@pytest.mark.parametrize("objective", ["cyclegan", "fastcut"])
+def test_batch_norm_becomes_sync_batch_norm_only_with_several_processes(objective: str):
+    from culturegan.training.runtime import sync_batchnorm
+
+    cfg = tiny_params(objective, generator={"norm": "batch"}, discriminator={"norm": "batch"}).train
+
+    def nets_and_layers():
+        nets = trainer.build_nets(cfg)
+        return nets, [x for m in nets.named().values() for x in m.modules()]
+
+    nets, _ = nets_and_layers()
+    assert sync_batchnorm(nets.named().values(), World(), torch.device("cpu")) == 0
+    assert not any(isinstance(x, torch.nn.SyncBatchNorm) for m in nets.named().values() for x in m.modules())
+
+    nets, before = nets_and_layers()
+    keys = {n: list(m.state_dict()) for n, m in nets.named().items()}
+    weights = [id(p) for m in nets.named().values() for p in m.parameters()]
+    n_bn = sum(isinstance(x, torch.nn.BatchNorm2d) for x in before)
+    # Conversion only swaps modules; the device matters for the forward pass, not here.
+    assert sync_batchnorm(nets.named().values(), World(0, 2), torch.device("cuda")) == n_bn > 0
+    after = [x for m in nets.named().values() for x in m.modules()]
+    assert sum(isinstance(x, torch.nn.SyncBatchNorm) for x in after) == n_bn
+    assert not any(type(x) is torch.nn.BatchNorm2d for x in after)
+    assert {n: list(m.state_dict()) for n, m in nets.named().items()} == keys, "checkpoints stay compatible"
+    assert [id(p) for m in nets.named().values() for p in m.parameters()] == weights, "same parameters"
+
+
+def test_batch_norm_with_several_cpu_processes_is_a_config_error_and_instance_norm_is_fine(data_root):
+    from culturegan.training.dataset import load_pair
+
+    data = load_pair(data_root, PAIR, SIZE, torch.device("cpu"))
+    batch = tiny_params("cyclegan", generator={"norm": "batch"})
+    with pytest.raises(ConfigError, match="norm 'batch' with 2 training processes on cpu"):
+        trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(0, 2), 0)
+    trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(), 0)  # one process: plain BatchNorm
+    trainer.build_state(tiny_params("cyclegan"), data, torch.device("cpu"), "fp32", World(0, 2), 0)

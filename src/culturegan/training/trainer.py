@@ -61,6 +61,7 @@ from culturegan.training.runtime import (
     resolve_device,
     resolve_precision,
     set_requires_grad,
+    sync_batchnorm,
 )
 
 __all__ = [
@@ -559,6 +560,7 @@ def build_state(
     cfg = params.train
     torch.manual_seed(seed)
     nets = build_nets(cfg)
+    sync_batchnorm(nets.named().values(), world, device)  # before optimisers and EMA copies
     for m in nets.named().values():
         m.to(device)
         if cfg.channels_last:
