@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 from conftest import REPO_ROOT, serving
+from tiny import merge, tiny_raw
 from typer.testing import CliRunner
 
 from culturegan.cli import app
@@ -42,48 +43,6 @@ DISPLAY = {
     "culture": "Cultural distances", "train": "Train GAN", "evaluate": "Evaluate",
     "register": "Register model", "analyze": "Analyze and report",
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
-
-
-# Small enough for the whole pipeline to run in about a minute on 2 cores.
-TINY = {
-    "data": {
-        "image_size": 32,
-        "workers": 1,
-        "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 8, "test_scenes": 4, "preview_scenes": 2},
-    },
-    "validation": {"min_train_per_style": 5, "min_test_per_style": 2},
-    "train": {
-        "pairs": ["photo-inkwash"],
-        "steps": 4,
-        "batch_size": 2,
-        "checkpoint_every": 2,
-        "log_every": 2,
-        "sample_every": 4,
-        "sample_count": 2,
-        "generator": {"ngf": 8, "n_blocks": 1},
-        "discriminator": {"ndf": 8, "n_layers": 2},
-    },
-    "evaluation": {
-        "kid_subsets": 5,
-        "kid_subset_size": 4,
-        "grid_rows": 2,
-        "batch_size": 8,
-        "classifier": {"epochs": 1, "width": 4, "feature_dim": 8, "input_size": 32, "batch_size": 8},
-    },
-    "analysis": {"bootstrap_samples": 100, "permutation_samples": 100},
-    "tracking": {"log_system_metrics": False},
-}
-
-
-def tiny_raw(**over: Any) -> dict[str, Any]:
-    return _merge(_merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY), over)
 
 
 # --- the compiled pipeline ---------------------------------------------------------------------
@@ -423,7 +382,7 @@ def test_components_validate_the_params_parameter_naming_it():
 
     with pytest.raises(ConfigError, match="pipeline parameter 'params' is not valid JSON"):
         kfp_io.parse("{seed: 0")
-    bad = json.dumps(_merge(dump_params(Params()), {"train": {"stepz": 3}}))
+    bad = json.dumps(merge(dump_params(Params()), {"train": {"stepz": 3}}))
     with pytest.raises(ConfigError, match="unknown key 'train.stepz' in pipeline parameter 'params'"):
         c.prepare.python_func(params=bad, data=Dataset(uri="/nonexistent"), metrics=Metrics(uri="/nonexistent"))
 

@@ -9,44 +9,31 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tiny
 
 from culturegan import stages
-from culturegan.config import Params, parse_params
+from culturegan.config import Params
 from culturegan.data.synthetic import prepare_synthetic
 
 
 def _params(tmp_path: Path, **train: object) -> Params:
-    return parse_params(
+    """The shared tiny config (tests/tiny.py): a seed-1 CycleGAN in fp32, files under tmp_path."""
+    return tiny.tiny_params(
         {
             "seed": 1,
             "data": {
                 "root": str(tmp_path / "data"),
                 "cache_dir": str(tmp_path / "staging"),
-                "image_size": 32,
-                "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 6, "test_scenes": 4},
+                "synthetic": {"train_scenes": 6},
             },
-            "train": {
-                "pairs": ["photo-inkwash"],
-                "objective": "cyclegan",
-                "steps": 4,
-                "batch_size": 2,
-                "precision": "fp32",
-                "checkpoint_every": 2,
-                "log_every": 2,
-                "sample_every": 4,
-                "sample_count": 2,
-                "generator": {"ngf": 8, "n_blocks": 1},
-                "discriminator": {"ndf": 8, "n_layers": 2},
-                "cyclegan": {"pool_size": 2},
-                **train,
-            },
+            "train": {"objective": "cyclegan", "precision": "fp32", "cyclegan": {"pool_size": 2}},
             "tracking": {
                 "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                 "artifact_location": str(tmp_path / "mlartifacts"),
-                "log_system_metrics": False,
             },
-            "evaluation": {"kid_subsets": 5, "grid_rows": 2, "classifier": {"input_size": 32, "width": 8, "epochs": 1}},
-        }
+            "evaluation": {"classifier": {"width": 8}},
+        },
+        {"train": train},
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from conftest import free_port
 from PIL import Image
@@ -31,7 +32,7 @@ from culturegan.training.trainer import (
     train_step,
 )
 
-SIZE = 32
+SIZE = tiny.SIZE
 PAIR = "photo-inkwash"
 TINTS = {"photo": (200, 80, 60), "inkwash": (90, 90, 90), "ukiyoe": (40, 90, 200)}
 
@@ -68,24 +69,17 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The shared tiny run (tests/tiny.py) in fp32, sampled every 2 steps, with small CUT heads.
+TRAIN = {
+    "precision": "fp32",
+    "sample_every": 2,
+    "cut": {"num_patches": 16, "head_dim": 16},
+    "cyclegan": {"pool_size": 3},
+}
+
+
 def tiny_params(objective: str = "fastcut", **train: Any) -> Params:
-    base: dict[str, Any] = {
-        "objective": objective,
-        "steps": 4,
-        "batch_size": 2,
-        "precision": "fp32",
-        "log_every": 2,
-        "checkpoint_every": 2,
-        "sample_every": 2,
-        "sample_count": 2,
-        "generator": {"ngf": 8, "n_blocks": 1},
-        "discriminator": {"ndf": 8, "n_layers": 2},
-        "cut": {"num_patches": 16, "head_dim": 16},
-        "cyclegan": {"pool_size": 3},
-    }
-    for key, value in train.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) else value
-    return parse_params({"seed": 3, "data": {"image_size": SIZE}, "train": base})
+    return tiny.tiny_params({"seed": 3, "train": {**TRAIN, "objective": objective}}, {"train": train})
 
 
 def _states(nets: trainer.Nets) -> dict[str, torch.Tensor]:
