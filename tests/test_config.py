@@ -87,3 +87,25 @@ def test_empty_params_file_gives_defaults(tmp_path: Path):
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert load_params(empty) == Params()
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["culturegan:0.1.0", "registry.example.org:5000/team/culturegan:1.2.3",
+     f"registry.example.org/team/culturegan@{DIGEST}"],
+)
+def test_pipeline_image_accepts_a_tag_or_a_pinned_sha256_digest(image: str):
+    assert parse_params({"pipeline": {"image": image}}, "p.yaml").pipeline.image == image
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["culturegan@sha256:abc", "culturegan@sha256:" + "A" * 64, "culturegan@md5:" + "0" * 64,
+     f"culturegan@{DIGEST}@{DIGEST}", "cultur egan:1", ""],
+)
+def test_pipeline_image_with_a_malformed_digest_is_a_config_error(image: str):
+    with pytest.raises(ConfigError, match="pipeline.image"):
+        parse_params({"pipeline": {"image": image}}, "p.yaml")

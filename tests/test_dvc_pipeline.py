@@ -14,40 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from tiny import tiny_raw
 
 pytestmark = pytest.mark.slow
 
 VENV_BIN = Path(sys.executable).parent
 
-TINY = {
-    "data": {
-        "image_size": 32,
-        "synthetic": {"styles": ["photo", "inkwash", "ukiyoe"], "train_scenes": 12, "test_scenes": 4, "preview_scenes": 2},
-    },
-    "validation": {"min_train_per_style": 10, "min_test_per_style": 3},
-    "train": {
-        "pairs": ["photo-inkwash"],
-        "seeds": [0, 1],
-        "steps": 4,
-        "batch_size": 2,
-        "checkpoint_every": 2,
-        "log_every": 2,
-        "sample_every": 4,
-        "generator": {"ngf": 8, "n_blocks": 1},
-        "discriminator": {"ndf": 8, "n_layers": 2},
-        "cyclegan": {"pool_size": 4},
-    },
-    "tracking": {"log_system_metrics": False},
-    "evaluation": {"kid_subsets": 10, "grid_rows": 2, "classifier": {"input_size": 32, "width": 8, "epochs": 1}},
-    "analysis": {"bootstrap_samples": 100},
+# The shared tiny config (tests/tiny.py, as the KFP end-to-end test uses) with three styles of
+# 12 + 4 scenes and two training seeds.
+OVERRIDES = {
+    "data": {"synthetic": {"styles": ["photo", "inkwash", "ukiyoe"], "train_scenes": 12, "test_scenes": 4}},
+    "train": {"seeds": [0, 1]},
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
 
 
 def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -74,8 +52,7 @@ def project(tmp_path: Path) -> Path:
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, proj / name)
     shutil.copytree(REPO_ROOT / "src", proj / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = _merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY)
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (proj / "params.yaml").write_text(yaml.safe_dump(tiny_raw(OVERRIDES), sort_keys=False))
     _run(["git", "init", "-q"], proj)
     _run(["dvc", "init", "-q"], proj)
     shutil.copy(REPO_ROOT / ".dvc" / "config", proj / ".dvc" / "config")
@@ -104,10 +81,18 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
             assert metrics["pair"] == direction and metrics["seed"] == seed
         decisions = json.loads((project / "reports" / "register" / pair / f"seed{seed}.json").read_text())
         assert set(decisions) == {pair, reverse}
+        # the metrics files dvc.yaml declares: copies of train_metrics.json and of each metrics.json
+        train = json.loads((project / "reports" / "train" / pair / f"seed{seed}.json").read_text())
+        assert train == json.loads((project / "runs" / pair / f"seed{seed}" / "train_metrics.json").read_text())
+        scored = json.loads((project / "reports" / "evaluate" / pair / f"seed{seed}.json").read_text())
+        assert set(scored) == {pair, reverse} and scored[pair]["seed"] == seed
     analysis = json.loads((project / "report" / "analysis.json").read_text())
     assert analysis["design"]["n_pairs"] == 2
     assert analysis["design"]["seeds_per_pair"] == {pair: 2, reverse: 2}
     assert "index.html" in {p.name for p in (project / "report").iterdir()}
+    assert json.loads((project / "reports" / "analysis.json").read_text())["n_pairs"] == 2
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout)[""]["data"]
+    assert "reports/analysis.json" in shown and not [k for k, v in shown.items() if "error" in v]
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert "train.seeds" not in lock["train@photo-inkwash-0"]["params"]["params.yaml"]
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from PIL import Image
 
-from culturegan.config import GeneratorConfig, Params
+from culturegan.config import EvaluationConfig, GeneratorConfig, Params
 from culturegan.data.scene import make_scene
 from culturegan.data.synthetic import prepare_synthetic, render
 from culturegan.errors import CheckpointError, ConfigError, SourceError
@@ -19,24 +20,25 @@ from culturegan.evaluation.baselines import histogram_matching, identity, reinha
 from culturegan.evaluation.classifier import load_classifier, train_style_classifier
 from culturegan.evaluation.evaluate import evaluate_pair, module_translator
 
-SIZE = 32
+SIZE = tiny.SIZE
 
 
 def tiny_params(**evaluation) -> Params:
-    return Params.model_validate(
-        {
-            "data": {
-                "image_size": SIZE,
-                "workers": 1,
-                "synthetic": {"styles": ["photo", "inkwash", "ukiyoe", "impressionist"], "train_scenes": 30, "test_scenes": 12},
-            },
-            "evaluation": {
-                "classifier": {"epochs": 12, "batch_size": 16, "input_size": SIZE},
-                "kid_subsets": 20,
-                "grid_rows": 3,
-                **evaluation,
-            },
-        }
+    """The shared tiny config (tests/tiny.py) on a larger benchmark, 4 styles x (30 + 12) scenes,
+    with the schema's evaluation section (a classifier that learns the styles) but for the values
+    below; each keyword replaces its evaluation key, as a section of params.yaml would."""
+    defaults = EvaluationConfig().model_dump(mode="json")
+    section = {
+        **defaults,
+        "classifier": {**defaults["classifier"], "epochs": 12, "batch_size": 16, "input_size": SIZE},
+        "kid_subsets": 20,
+        "grid_rows": 3,
+    }
+    for key, value in evaluation.items():
+        section[key] = {**defaults[key], **value} if isinstance(value, dict) else value
+    styles = ["photo", "inkwash", "ukiyoe", "impressionist"]
+    return tiny.tiny_params(
+        {"data": {"synthetic": {"styles": styles, "train_scenes": 30, "test_scenes": 12}}, "evaluation": section}
     )
 
 
@@ -494,7 +496,7 @@ def test_tiles_cut_each_image_into_its_non_overlapping_squares_in_order():
 
 
 def test_tile_size_larger_than_the_images_is_refused_when_params_load():
-    with pytest.raises(ValueError, match="evaluation.tile_size"):
+    with pytest.raises(ConfigError, match="evaluation.tile_size"):  # parse_params, as load_params does
         tiny_params(tile_size=64)
 
 

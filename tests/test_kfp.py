@@ -21,12 +21,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 from conftest import REPO_ROOT, serving
+from tiny import merge, tiny_raw
 from typer.testing import CliRunner
 
 from culturegan.cli import app
 from culturegan.config import Params, dump_params, load_params, parse_params
 from culturegan.errors import ConfigError, ValidationFailed
 from culturegan.orchestration import kfp_io
+from culturegan.orchestration.components import STEPS
 from culturegan.orchestration.pipeline import MLFLOW_SECRET, S3_SECRET, SECRET_KEYS
 
 VENV_BIN = Path(sys.executable).parent
@@ -43,48 +45,6 @@ DISPLAY = {
 }
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
-
-
-# Small enough for the whole pipeline to run in about a minute on 2 cores.
-TINY = {
-    "data": {
-        "image_size": 32,
-        "workers": 1,
-        "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 8, "test_scenes": 4, "preview_scenes": 2},
-    },
-    "validation": {"min_train_per_style": 5, "min_test_per_style": 2},
-    "train": {
-        "pairs": ["photo-inkwash"],
-        "steps": 4,
-        "batch_size": 2,
-        "checkpoint_every": 2,
-        "log_every": 2,
-        "sample_every": 4,
-        "sample_count": 2,
-        "generator": {"ngf": 8, "n_blocks": 1},
-        "discriminator": {"ndf": 8, "n_layers": 2},
-    },
-    "evaluation": {
-        "kid_subsets": 5,
-        "kid_subset_size": 4,
-        "grid_rows": 2,
-        "batch_size": 8,
-        "classifier": {"epochs": 1, "width": 4, "feature_dim": 8, "input_size": 32, "batch_size": 8},
-    },
-    "analysis": {"bootstrap_samples": 100, "permutation_samples": 100},
-    "tracking": {"log_system_metrics": False},
-}
-
-
-def tiny_raw(**over: Any) -> dict[str, Any]:
-    return _merge(_merge(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()), TINY), over)
-
-
 # --- the compiled pipeline ---------------------------------------------------------------------
 
 
@@ -92,7 +52,11 @@ def compile_to(tmp: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     """Compile through the CLI (params file -> package); the IR and the kubernetes platform spec."""
     params_file, out = tmp / "params.yaml", tmp / "pipelines" / "culturegan_pipeline.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = CliRunner().invoke(app, ["pipeline", "compile", "--params", str(params_file), "--out", str(out)])
+    result = CliRunner().invoke(
+        app,
+        ["pipeline", "compile", "--params", str(params_file), "--out", str(out),
+         "--components-dir", str(tmp / "components")],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     spec, platform = list(yaml.safe_load_all(out.read_text()))
@@ -129,6 +93,54 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     )
     spec, k8s = compile_to(tmp_path_factory.mktemp("compiled"), raw)
     return spec, k8s, parse_params(raw)
+
+
+def _normalised(path: Path) -> list[Any]:
+    """The YAML documents of a compiled file, without what varies between identical compiles.
+
+    Dropped: the header comment, which kfp derives from the spec, and whose printed dict defaults
+    (the `runs` parameter) come from a protobuf Struct with no fixed key order, so they change
+    from one compile to the next; and the value of `sdkVersion`, the installed kfp's version.
+    """
+    docs = list(yaml.safe_load_all(path.read_text()))
+    docs[0]["sdkVersion"] = "kfp-<version>"
+    return docs
+
+
+def test_committed_component_and_pipeline_specs_match_the_code_and_params_yaml(tmp_path: Path):
+    """components/<step>.yaml and pipelines/culturegan_pipeline.yaml are generated files: if this
+    fails, run `culturegan pipeline compile` and commit the result. The sdkVersion line is
+    normalised and the header comment ignored (see _normalised); the rest is compared as parsed YAML."""
+    out, comps = tmp_path / "pipelines" / "culturegan_pipeline.yaml", tmp_path / "components"
+    result = CliRunner().invoke(
+        app,
+        ["pipeline", "compile", "--params", str(REPO_ROOT / "params.yaml"), "--out", str(out),
+         "--components-dir", str(comps)],
+    )
+    assert result.exit_code == 0, result.output
+    committed = REPO_ROOT / "pipelines" / "culturegan_pipeline.yaml"
+    assert _normalised(committed) == _normalised(out), f"{committed} is stale"
+    fresh = {p.name for p in comps.glob("*.yaml")}
+    assert {f"{step}.yaml" for step in STEPS} == fresh
+    assert {p.name for p in (REPO_ROOT / "components").glob("*.yaml")} == fresh, "stale or missing components"
+    for name in sorted(fresh):
+        assert _normalised(REPO_ROOT / "components" / name) == _normalised(comps / name), (
+            f"components/{name} is stale"
+        )
+
+
+def test_each_component_spec_loads_on_its_own_and_runs_the_params_image(tmp_path: Path):
+    from kfp import components
+
+    pinned = "registry.example.org/team/culturegan@sha256:" + "ab" * 32
+    spec, _ = compile_to(tmp_path, tiny_raw(pipeline={"image": pinned}))
+    assert container(spec, "train")["image"] == pinned
+    train = components.load_component_from_file(str(tmp_path / "components" / "train.yaml"))
+    assert train.name == "train"
+    assert set(train.component_spec.inputs) == {"params", "pair", "seed", "parent_run_id", "data"}
+    assert set(train.component_spec.outputs) == {"model", "metrics"}
+    assert train.component_spec.implementation.container.image == pinned
+    assert "pip install" not in " ".join(train.component_spec.implementation.container.command)
 
 
 def test_every_stage_is_a_task_and_every_step_runs_the_params_image(compiled):
@@ -370,7 +382,7 @@ def test_components_validate_the_params_parameter_naming_it():
 
     with pytest.raises(ConfigError, match="pipeline parameter 'params' is not valid JSON"):
         kfp_io.parse("{seed: 0")
-    bad = json.dumps(_merge(dump_params(Params()), {"train": {"stepz": 3}}))
+    bad = json.dumps(merge(dump_params(Params()), {"train": {"stepz": 3}}))
     with pytest.raises(ConfigError, match="unknown key 'train.stepz' in pipeline parameter 'params'"):
         c.prepare.python_func(params=bad, data=Dataset(uri="/nonexistent"), metrics=Metrics(uri="/nonexistent"))
 

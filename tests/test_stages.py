@@ -9,44 +9,31 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tiny
 
 from culturegan import stages
-from culturegan.config import Params, parse_params
+from culturegan.config import Params
 from culturegan.data.synthetic import prepare_synthetic
 
 
 def _params(tmp_path: Path, **train: object) -> Params:
-    return parse_params(
+    """The shared tiny config (tests/tiny.py): a seed-1 CycleGAN in fp32, files under tmp_path."""
+    return tiny.tiny_params(
         {
             "seed": 1,
             "data": {
                 "root": str(tmp_path / "data"),
                 "cache_dir": str(tmp_path / "staging"),
-                "image_size": 32,
-                "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 6, "test_scenes": 4},
+                "synthetic": {"train_scenes": 6},
             },
-            "train": {
-                "pairs": ["photo-inkwash"],
-                "objective": "cyclegan",
-                "steps": 4,
-                "batch_size": 2,
-                "precision": "fp32",
-                "checkpoint_every": 2,
-                "log_every": 2,
-                "sample_every": 4,
-                "sample_count": 2,
-                "generator": {"ngf": 8, "n_blocks": 1},
-                "discriminator": {"ndf": 8, "n_layers": 2},
-                "cyclegan": {"pool_size": 2},
-                **train,
-            },
+            "train": {"objective": "cyclegan", "precision": "fp32", "cyclegan": {"pool_size": 2}},
             "tracking": {
                 "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                 "artifact_location": str(tmp_path / "mlartifacts"),
-                "log_system_metrics": False,
             },
-            "evaluation": {"kid_subsets": 5, "grid_rows": 2, "classifier": {"input_size": 32, "width": 8, "epochs": 1}},
-        }
+            "evaluation": {"classifier": {"width": 8}},
+        },
+        {"train": train},
     )
 
 
@@ -73,6 +60,7 @@ def test_train_stage_logs_a_nested_mlflow_run_with_losses_and_the_generators(par
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/generator.pt", "model/generator_reverse.pt"}
     assert run.data.params["seed"] == "0", "the training seed, not the top-level seed 1"
+    assert run.data.params["global_seed"] == "1"
     assert (runs / "photo-inkwash" / "seed0" / "run_id.txt").read_text().strip() == run.info.run_id
 
 
@@ -107,9 +95,7 @@ def test_each_training_seed_trains_its_own_model_in_its_own_folder_and_checkpoin
     zero = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
     seven = stages.train_stage(params, "photo-inkwash", 7, params.data.root, runs, track=False)
     assert zero["checkpoint"] != seven["checkpoint"] and seven["resumed_from"] == 0, "seed 7 started afresh"
-    assert stages.checkpoint_dir(stages.with_seed(params, 7), "photo-inkwash") != stages.checkpoint_dir(
-        stages.with_seed(params, 0), "photo-inkwash"
-    )
+    assert stages.checkpoint_dir(params, "photo-inkwash", 7) != stages.checkpoint_dir(params, "photo-inkwash", 0)
     a = torch.load(runs / "photo-inkwash" / "seed0" / "generator.pt", map_location="cpu")
     b = torch.load(runs / "photo-inkwash" / "seed7" / "generator.pt", map_location="cpu")
     weights = [k for k, v in a["state_dict"].items() if torch.is_floating_point(v)]
@@ -124,11 +110,11 @@ def test_a_negative_training_seed_is_a_config_error(params: Params, tmp_path: Pa
 
 
 def test_changed_training_params_start_a_new_checkpoint_instead_of_an_error(params: Params, tmp_path: Path):
-    a = stages.checkpoint_dir(params, "photo-inkwash")
+    a = stages.checkpoint_dir(params, "photo-inkwash", 0)
     changed = _params(tmp_path, lr=0.001)
-    assert stages.checkpoint_dir(changed, "photo-inkwash") != a
+    assert stages.checkpoint_dir(changed, "photo-inkwash", 0) != a
     # steps are part of the run's identity (the lr schedule spans them): another count, another run
-    assert stages.checkpoint_dir(_params(tmp_path, steps=8), "photo-inkwash") != a
+    assert stages.checkpoint_dir(_params(tmp_path, steps=8), "photo-inkwash", 0) != a
 
 
 def test_evaluate_and_register_cover_both_cyclegan_directions(params: Params, tmp_path: Path):
@@ -152,3 +138,43 @@ def test_evaluate_and_register_cover_both_cyclegan_directions(params: Params, tm
         identity = metrics["methods"]["identity"][d["metric"]]
         assert d["promoted"] is (d["value"] > identity), (direction, d["reason"])
         assert ("no champion yet" if d["promoted"] else "does not beat doing nothing") in d["reason"]
+
+
+def test_evaluation_sampling_ignores_the_training_seed_which_changes_only_the_gan(
+    params: Params, tmp_path: Path
+):
+    """params.seed stays the global seed: the same generator scored as training seed 0 and as
+    training seed 5 gets the same KID subsets, baselines and controls (identical metrics), while
+    training with seed 5 gives another model. KID subsets of 2 images out of 4 make the subset
+    draw matter."""
+    import torch
+
+    params = params.model_copy(
+        update={"evaluation": params.evaluation.model_copy(update={"kid_subsets": 3, "kid_subset_size": 2})}
+    )
+    runs, classifier, evals = tmp_path / "runs", tmp_path / "clf", tmp_path / "eval"
+    stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
+    stages.train_stage(params, "photo-inkwash", 5, params.data.root, runs, track=False)
+    zero, five = (runs / "photo-inkwash" / f"seed{k}" for k in (0, 5))
+    a, b = (torch.load(d / "generator.pt", map_location="cpu")["state_dict"] for d in (zero, five))
+    assert any(torch.is_floating_point(v) and not torch.equal(v, b[k]) for k, v in a.items()), "training uses its seed"
+    assert json.loads((five / "train_metrics.json").read_text())["seed"] == 5
+
+    for name in ("generator.pt", "generator_reverse.pt"):  # the seed-0 model, filed as seed 5
+        shutil.copyfile(zero / name, five / name)
+    stages.classifier_stage(params, params.data.root, classifier)
+    for seed in (0, 5):
+        stages.evaluate_stage(params, "photo-inkwash", seed, params.data.root, runs, classifier, evals)
+
+    def record(seed: int) -> dict:
+        return json.loads((evals / "photo-inkwash" / f"seed{seed}" / "photo-inkwash" / "metrics.json").read_text())
+
+    first, second = record(0), record(5)
+    assert (first["seed"], second["seed"]) == (0, 5), "the record names its training seed"
+    assert first["eval_seed"] == second["eval_seed"] == params.seed == 1
+    assert "kid_classifier" in first["methods"]["gan"]
+    for method, values in first["methods"].items():
+        numbers = {k: v for k, v in values.items() if k != "seconds"}
+        assert numbers == {k: v for k, v in second["methods"][method].items() if k != "seconds"}, method
+    assert first["controls"] == second["controls"]
+

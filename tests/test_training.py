@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from conftest import free_port
 from PIL import Image
@@ -31,7 +32,7 @@ from culturegan.training.trainer import (
     train_step,
 )
 
-SIZE = 32
+SIZE = tiny.SIZE
 PAIR = "photo-inkwash"
 TINTS = {"photo": (200, 80, 60), "inkwash": (90, 90, 90), "ukiyoe": (40, 90, 200)}
 
@@ -68,24 +69,17 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+# The shared tiny run (tests/tiny.py) in fp32, sampled every 2 steps, with small CUT heads.
+TRAIN = {
+    "precision": "fp32",
+    "sample_every": 2,
+    "cut": {"num_patches": 16, "head_dim": 16},
+    "cyclegan": {"pool_size": 3},
+}
+
+
 def tiny_params(objective: str = "fastcut", **train: Any) -> Params:
-    base: dict[str, Any] = {
-        "objective": objective,
-        "steps": 4,
-        "batch_size": 2,
-        "precision": "fp32",
-        "log_every": 2,
-        "checkpoint_every": 2,
-        "sample_every": 2,
-        "sample_count": 2,
-        "generator": {"ngf": 8, "n_blocks": 1},
-        "discriminator": {"ndf": 8, "n_layers": 2},
-        "cut": {"num_patches": 16, "head_dim": 16},
-        "cyclegan": {"pool_size": 3},
-    }
-    for key, value in train.items():
-        base[key] = {**base[key], **value} if isinstance(value, dict) else value
-    return parse_params({"seed": 3, "data": {"image_size": SIZE}, "train": base})
+    return tiny.tiny_params({"seed": 3, "train": {**TRAIN, "objective": objective}}, {"train": train})
 
 
 def _states(nets: trainer.Nets) -> dict[str, torch.Tensor]:
@@ -681,3 +675,41 @@ def test_saved_generator_files_are_byte_identical_for_the_same_weights(tmp_path)
     for name in ("x.pt", "y.pt"):
         save_checkpoint(tmp_path / name, {"step": 3, "weights": net.state_dict()})
     assert (tmp_path / "x.pt").read_bytes() == (tmp_path / "y.pt").read_bytes()
+
+
+@pytest.mark.parametrize("objective", ["cyclegan", "fastcut"])
+def test_batch_norm_becomes_sync_batch_norm_only_with_several_processes(objective: str):
+    from culturegan.training.runtime import sync_batchnorm
+
+    cfg = tiny_params(objective, generator={"norm": "batch"}, discriminator={"norm": "batch"}).train
+
+    def nets_and_layers():
+        nets = trainer.build_nets(cfg)
+        return nets, [x for m in nets.named().values() for x in m.modules()]
+
+    nets, _ = nets_and_layers()
+    assert sync_batchnorm(nets.named().values(), World(), torch.device("cpu")) == 0
+    assert not any(isinstance(x, torch.nn.SyncBatchNorm) for m in nets.named().values() for x in m.modules())
+
+    nets, before = nets_and_layers()
+    keys = {n: list(m.state_dict()) for n, m in nets.named().items()}
+    weights = [id(p) for m in nets.named().values() for p in m.parameters()]
+    n_bn = sum(isinstance(x, torch.nn.BatchNorm2d) for x in before)
+    # Conversion only swaps modules; the device matters for the forward pass, not here.
+    assert sync_batchnorm(nets.named().values(), World(0, 2), torch.device("cuda")) == n_bn > 0
+    after = [x for m in nets.named().values() for x in m.modules()]
+    assert sum(isinstance(x, torch.nn.SyncBatchNorm) for x in after) == n_bn
+    assert not any(type(x) is torch.nn.BatchNorm2d for x in after)
+    assert {n: list(m.state_dict()) for n, m in nets.named().items()} == keys, "checkpoints stay compatible"
+    assert [id(p) for m in nets.named().values() for p in m.parameters()] == weights, "same parameters"
+
+
+def test_batch_norm_with_several_cpu_processes_is_a_config_error_and_instance_norm_is_fine(data_root):
+    from culturegan.training.dataset import load_pair
+
+    data = load_pair(data_root, PAIR, SIZE, torch.device("cpu"))
+    batch = tiny_params("cyclegan", generator={"norm": "batch"})
+    with pytest.raises(ConfigError, match="norm 'batch' with 2 training processes on cpu"):
+        trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(0, 2), 0)
+    trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(), 0)  # one process: plain BatchNorm
+    trainer.build_state(tiny_params("cyclegan"), data, torch.device("cpu"), "fp32", World(0, 2), 0)

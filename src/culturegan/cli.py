@@ -38,6 +38,16 @@ def _emit(result: dict[str, Any], out: Path | None = None) -> None:
     typer.echo(text)
 
 
+SummaryOpt = Annotated[Path | None, typer.Option(help="also write the stage's metrics JSON here (for DVC)")]
+
+
+def _write_summary(out: Path | None, data: dict[str, Any]) -> None:
+    if out is not None:
+        from culturegan.fileio import atomic_write_text
+
+        atomic_write_text(out, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
 @app.callback()
 def main(
     log_level: Annotated[str, typer.Option(help="logging level: DEBUG, INFO, WARNING")] = "INFO",
@@ -117,30 +127,39 @@ def train(
     seed: SeedOpt = None,
     resume: Annotated[bool, typer.Option(help="continue from the pair's last compatible checkpoint")] = True,
     no_track: NoTrackOpt = False,
+    summary: SummaryOpt = None,
 ) -> None:
     """Train the GAN of one culture pair with one seed (runs under torchrun for multi-process DDP too)."""
-    from culturegan.stages import train_stage
+    from culturegan.stages import train_stage, train_summary
 
     p = _load(params)
-    _emit(train_stage(p, pair, _seed(p, seed), p.data.root, resume=resume, track=not no_track))
+    result = train_stage(p, pair, _seed(p, seed), p.data.root, resume=resume, track=not no_track)
+    _emit(result)
+    _write_summary(summary, train_summary(result))
 
 
 @app.command()
-def evaluate(pair: PairOpt, params: ParamsOpt = Path("params.yaml"), seed: SeedOpt = None) -> None:
+def evaluate(
+    pair: PairOpt, params: ParamsOpt = Path("params.yaml"), seed: SeedOpt = None, summary: SummaryOpt = None
+) -> None:
     """Metrics of the pair's GAN (one training seed) and of every baseline on the held-out test split."""
-    from culturegan.stages import evaluate_stage
+    from culturegan.stages import evaluate_stage, evaluation_summary
 
     p = _load(params)
-    _emit(evaluate_stage(p, pair, _seed(p, seed), p.data.root))
+    result = evaluate_stage(p, pair, _seed(p, seed), p.data.root)
+    _emit(result)
+    _write_summary(summary, evaluation_summary(result))
 
 
 @app.command()
-def analyze(params: ParamsOpt = Path("params.yaml"), no_track: NoTrackOpt = False) -> None:
+def analyze(
+    params: ParamsOpt = Path("params.yaml"), no_track: NoTrackOpt = False, summary: SummaryOpt = None
+) -> None:
     """Transfer quality vs cultural distance over all pairs; writes report/index.html."""
     from culturegan.stages import analyze_stage
 
     p = _load(params)
-    _emit(analyze_stage(p, track=not no_track))
+    _emit(analyze_stage(p, track=not no_track), summary)
 
 
 @app.command()
@@ -269,11 +288,14 @@ def pipeline_compile(
     out: Annotated[Path, typer.Option(help="the KFP package (IR YAML) to write")] = Path(
         "pipelines/culturegan_pipeline.yaml"
     ),
+    components_dir: Annotated[
+        Path, typer.Option(help="folder for each component's reusable spec (<step>.yaml)")
+    ] = Path("components"),
 ) -> None:
-    """Compile the pipeline; params.yaml becomes the default of its `params` parameter."""
+    """Compile the pipeline and its components; params.yaml becomes the default of the `params` parameter."""
     from culturegan.orchestration.commands import compile_pipeline
 
-    _emit(compile_pipeline(_load(params), out))
+    _emit(compile_pipeline(_load(params), out, components_dir))
 
 
 @pipeline_app.command("run-local")

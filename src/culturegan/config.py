@@ -545,8 +545,10 @@ class PipelineConfig(_Strict):
 
     image: str = Field(
         "culturegan:0.1.0",
-        pattern=r"^[A-Za-z0-9][^\s]*$",
-        description="image every step runs in (infra/docker, pushed to a registry the cluster can pull from)",
+        # a tag (repo:tag) or, to pin the exact build, a digest (repo@sha256:<64 hex>)
+        pattern=r"^[A-Za-z0-9][^\s@]*(@sha256:[0-9a-f]{64})?$",
+        description="image every step runs in (infra/docker, pushed to a registry the cluster can pull from); "
+        "repo:tag or repo@sha256:<digest>",
     )
     name: str = Field(
         "culturegan", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}$", description="pipeline name in KFP"

@@ -50,17 +50,18 @@ def seed_dir(root: Path, pair: str, seed: int) -> Path:
     return Path(root) / pair / f"seed{seed}"
 
 
-def with_seed(params: Params, seed: int) -> Params:
-    """`params` with the training seed as `seed`: the trainer, its checkpoint fingerprint and the
-    evaluation's metrics.json then all carry the seed of this (pair, seed) run."""
+def check_seed(seed: int) -> int:
+    """The training seed of a (pair, seed) run, checked. It is passed to the trainer and recorded
+    with the run; params.seed stays the global seed (evaluation's KID subsets, baselines, controls
+    and the analysis' resampling), so those do not change with the training seed."""
     from culturegan.errors import ConfigError
 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"bad training seed {seed!r}", hint="use a non-negative integer, e.g. one of train.seeds")
-    return params.model_copy(update={"seed": seed})
+    return seed
 
 
-def checkpoint_dir(params: Params, pair: str) -> Path:
+def checkpoint_dir(params: Params, pair: str, seed: int) -> Path:
     """Where a pair's checkpoints live: outside DVC's outputs (which DVC deletes before re-running
     a stage), keyed by the run's fingerprint so that changed params start a new run instead of
     colliding with an incompatible checkpoint, while a killed run resumes on `dvc repro`."""
@@ -69,7 +70,7 @@ def checkpoint_dir(params: Params, pair: str) -> Path:
 
     from culturegan.training.trainer import run_fingerprint
 
-    key = hashlib.sha256(json.dumps(run_fingerprint(params, pair), sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps(run_fingerprint(params, pair, seed), sort_keys=True).encode()).hexdigest()
     return Path(params.data.cache_dir) / "checkpoints" / pair / key[:16]
 
 
@@ -94,11 +95,11 @@ def train_stage(
     from culturegan.training.trainer import train_pair
 
     check_pair_styles(Path(data_root), pair)  # before any MLflow run exists: it would be FAILED
-    params = with_seed(params, seed)
+    seed = check_seed(seed)
     out_dir = seed_dir(runs_root, pair, seed)
-    ckpt_dir = checkpoint_dir(params, pair)
+    ckpt_dir = checkpoint_dir(params, pair, seed)
     if not track:
-        return train_pair(params, pair, Path(data_root), out_dir, None, resume, checkpoint_dir=ckpt_dir)
+        return train_pair(params, pair, Path(data_root), out_dir, None, resume, checkpoint_dir=ckpt_dir, seed=seed)
 
     from culturegan.tracking import pair_run, start_or_resume_parent
 
@@ -108,13 +109,16 @@ def train_stage(
         params.tracking,
         parent,
         pair,
-        params,
+        # MLflow's `seed` of a training run is its training seed; the global one beside it.
+        {**params.model_dump(mode="json"), "seed": seed, "global_seed": params.seed},
         source_style=source,
         target_style=target,
         objective=params.train.objective,
         run_id_file=ckpt_dir / "run_id.txt" if resume else None,
     ) as tracker:
-        result = train_pair(params, pair, Path(data_root), out_dir, tracker, resume, checkpoint_dir=ckpt_dir)
+        result = train_pair(
+            params, pair, Path(data_root), out_dir, tracker, resume, checkpoint_dir=ckpt_dir, seed=seed
+        )
         for name in ("generator.pt", "generator_reverse.pt"):
             if (out_dir / name).is_file():
                 tracker.log_artifact(out_dir / name, "model")
@@ -148,22 +152,35 @@ def evaluate_stage(
     Writes `eval_root/<pair>/seed<seed>/<direction>/metrics.json` + `grid.png` for the direction
     `pair` and, for a CycleGAN model (whose second generator models the reversed direction), for
     `<target>-<source>` as well: one folder per (pair, seed), as dvc.yaml declares it. The
-    metrics record `seed`, which the analysis groups by.
+    metrics record the training `seed`, which the analysis groups by; the sampling (KID subsets,
+    baselines, controls) uses the global params.seed, the same for every training seed.
     """
     from culturegan.evaluation.classifier import CLASSIFIER_FILE
     from culturegan.evaluation.evaluate import evaluate_pair
 
-    params = with_seed(params, seed)
+    seed = check_seed(seed)
     model_dir = seed_dir(runs_root, pair, seed)
     out_root = seed_dir(eval_root, pair, seed)
     classifier = Path(classifier_dir) / CLASSIFIER_FILE
-    return {
-        direction: evaluate_pair(
-            params, direction, Path(data_root), model_dir, classifier,
-            out_root / direction, generator_file=generator,
+    result = {}
+    for direction, generator in directions(params, pair, model_dir).items():
+        result[direction] = evaluate_pair(
+            params, direction, Path(data_root), model_dir, classifier, out_root / direction, generator_file=generator
         )
-        for direction, generator in directions(params, pair, model_dir).items()
-    }
+        _record_training_seed(Path(result[direction]["metrics"]), seed, params.seed)
+    return result
+
+
+def _record_training_seed(metrics_file: Path, seed: int, global_seed: int) -> None:
+    # evaluate_pair records the seed it sampled with (params.seed) as `seed`; the record's `seed`
+    # names the training run instead (the analysis groups by it), and `eval_seed` keeps the other.
+    import json
+
+    from culturegan.fileio import atomic_write_text
+
+    record = json.loads(metrics_file.read_text(encoding="utf-8"))
+    record["seed"], record["eval_seed"] = seed, global_seed
+    atomic_write_text(metrics_file, json.dumps(record, indent=2) + "\n")
 
 
 def register_stage(
@@ -180,7 +197,7 @@ def register_stage(
     """
     from culturegan.registry import register_pair
 
-    params = with_seed(params, seed)
+    seed = check_seed(seed)
     model_dir = seed_dir(runs_root, pair, seed)
     metrics_root = seed_dir(eval_root, pair, seed)
     run_id_file = model_dir / "run_id.txt"
@@ -189,6 +206,23 @@ def register_stage(
         d: register_pair(params, d, model_dir, metrics_root / d / "metrics.json", run_id, data_root=data_root)
         for d in directions(params, pair, model_dir)
     }
+
+
+def train_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a train_stage result for `culturegan train --summary` (a DVC metrics file):
+    the run's train_metrics.json (final losses, images/s, steps). DVC cannot declare that file
+    where it lies, inside the stage's output folder; dvc.yaml declares this copy instead."""
+    import json
+
+    return json.loads(Path(result["metrics"]).read_text(encoding="utf-8"))
+
+
+def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.json of every direction an evaluate_stage result scored, by direction, for
+    `culturegan evaluate --summary` (a DVC metrics file; see train_summary for why a copy)."""
+    import json
+
+    return {d: json.loads(Path(r["metrics"]).read_text(encoding="utf-8")) for d, r in result.items()}
 
 
 def analyze_stage(

@@ -23,25 +23,55 @@ from culturegan.errors import ConfigError, CultureganError, ValidationFailed
 from culturegan.fileio import atomic_write_bytes
 
 DEFAULT_PACKAGE = Path("pipelines/culturegan_pipeline.yaml")
+DEFAULT_COMPONENTS = Path("components")  # one reusable spec per component: components/<step>.yaml
 LOCAL_OUTPUTS = "outputs"  # kfp.local's pipeline_root inside the work dir
 
 
-def compile_pipeline(params: Params, out: Path = DEFAULT_PACKAGE) -> dict[str, Any]:
-    """Compile the pipeline for `params` into the KFP package `out` (IR YAML), atomically."""
+def _compile_to_bytes(compilable: Any, name: str, folder: Path) -> bytes:
     from kfp import compiler
 
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        staged = Path(tmp) / name  # kfp picks the format from the file name
+        compiler.Compiler().compile(compilable, package_path=str(staged))
+        return staged.read_bytes()
+
+
+def compile_components(params: Params, folder: Path = DEFAULT_COMPONENTS) -> dict[str, str]:
+    """Write each component's reusable spec (KFP IR YAML) to `folder/<step>.yaml`, in the image of
+    `params.pipeline.image`, so it loads on its own with `kfp.components.load_component_from_file`.
+
+    Returns {step: path}. Steps are the functions' names (`start_run`, `train`, ...).
+    """
+    from kfp import dsl
+
+    from culturegan.orchestration import components as c
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    for name in c.STEPS:
+        # The same body in the params' image (a tag or a digest): what the pipeline's tasks run in.
+        comp = dsl.component(getattr(c, name).python_func, base_image=params.pipeline.image, install_kfp_package=False)
+        path = folder / f"{name}.yaml"
+        atomic_write_bytes(path, _compile_to_bytes(comp, path.name, folder))
+        written[name] = str(path)
+    return written
+
+
+def compile_pipeline(
+    params: Params, out: Path = DEFAULT_PACKAGE, components_dir: Path | None = None
+) -> dict[str, Any]:
+    """Compile the pipeline for `params` into the KFP package `out` (IR YAML), atomically; with
+    `components_dir`, each component's reusable spec too (see compile_components)."""
     from culturegan.orchestration.pipeline import build_pipeline, default_run_items
 
     out = Path(out)
     if out.suffix not in (".yaml", ".yml"):
         raise ConfigError(f"--out {out} must end with .yaml", hint="e.g. pipelines/culturegan_pipeline.yaml")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        staged = Path(tmp) / out.name  # kfp picks the format from the file name
-        compiler.Compiler().compile(build_pipeline(params), package_path=str(staged))
-        data = staged.read_bytes()
+    data = _compile_to_bytes(build_pipeline(params), out.name, out.parent)
     atomic_write_bytes(out, data)
-    return {
+    result: dict[str, Any] = {
         "package": str(out),
         "pipeline": params.pipeline.name,
         "image": params.pipeline.image,
@@ -50,6 +80,9 @@ def compile_pipeline(params: Params, out: Path = DEFAULT_PACKAGE) -> dict[str, A
         "runs": default_run_items(params),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+    if components_dir is not None:
+        result["components"] = compile_components(params, components_dir)
+    return result
 
 
 def _is_local_path(value: str) -> bool:

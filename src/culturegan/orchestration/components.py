@@ -20,6 +20,11 @@ from culturegan.config import PipelineConfig
 # Every task gets params.pipeline.image with set_container_image when the pipeline is compiled;
 # this default only names the image for a component used on its own.
 IMAGE = PipelineConfig.model_fields["image"].default
+# The components in pipeline order; `culturegan pipeline compile` writes components/<step>.yaml for each.
+STEPS = (
+    "start_run", "close_run", "prepare", "validate", "gate_failed", "classifier", "culture",
+    "train", "evaluate", "register", "analyze",
+)
 
 
 def component(func):

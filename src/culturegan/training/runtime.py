@@ -102,6 +102,31 @@ def distributed(device: torch.device) -> Iterator[World]:
             dist.destroy_process_group()
 
 
+def sync_batchnorm(modules: Iterable[nn.Module], world: World, device: torch.device) -> int:
+    """Under torchrun, BatchNorm must normalise with the global batch's statistics, as one process
+    does: convert every BatchNorm layer of `modules`, in place, to SyncBatchNorm. Returns how
+    many layers were converted (none in a single process). Parameters, buffers and state_dict
+    keys stay the same, so optimisers, EMA copies, checkpoints and saved generators are unaffected.
+
+    PyTorch's SyncBatchNorm runs on GPUs only, so `norm: batch` with several CPU processes is a
+    ConfigError rather than a silent per-rank normalisation.
+    """
+    modules = list(modules)
+    if world.size == 1:
+        return 0
+    found = sum(isinstance(x, nn.modules.batchnorm._BatchNorm) for m in modules for x in m.modules())
+    if found and device.type != "cuda":
+        raise ConfigError(
+            f"norm 'batch' with {world.size} training processes on {device.type} cannot be synchronised"
+            " (PyTorch's SyncBatchNorm needs GPUs)",
+            hint="use norm: instance (the default), train in one process, or on CUDA",
+        )
+    for m in modules:
+        if nn.SyncBatchNorm.convert_sync_batchnorm(m) is not m:  # only a bare BatchNorm root is replaced
+            raise TypeError("sync_batchnorm needs container modules, not a bare BatchNorm layer")
+    return found
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():

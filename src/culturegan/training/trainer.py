@@ -60,6 +60,7 @@ from culturegan.training.runtime import (
     resolve_device,
     resolve_precision,
     set_requires_grad,
+    sync_batchnorm,
 )
 
 __all__ = [
@@ -391,10 +392,11 @@ def check_sizes(cfg: TrainConfig, image_size: int) -> None:
         raise ConfigError(problem, hint="see data.image_size and train in params.yaml")
 
 
-def run_fingerprint(params: Params, pair: str) -> dict[str, Any]:
+def run_fingerprint(params: Params, pair: str, seed: int | None = None) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: everything that shapes the model or its
-    training. The step count is part of it, since the lr schedule is laid out over `train.steps`:
-    a run with other steps is another run (issue: a shorter run silently returned the longer model)."""
+    training, the training `seed` (default params.seed) included. The step count is part of it,
+    since the lr schedule is laid out over `train.steps`: a run with other steps is another run
+    (issue: a shorter run silently returned the longer model)."""
     t = params.train
     if t.objective == "cyclegan":
         losses = t.cyclegan.model_dump()
@@ -404,7 +406,7 @@ def run_fingerprint(params: Params, pair: str) -> dict[str, Any]:
         "pair": pair,
         "objective": t.objective,
         "image_size": params.data.image_size,
-        "seed": params.seed,
+        "seed": params.seed if seed is None else seed,
         "generator": t.generator.model_dump(),
         "discriminator": t.discriminator.model_dump(),
         "losses": losses,
@@ -536,12 +538,14 @@ class TrainState:
 
 
 def build_state(
-    params: Params, data: PairImages, device: torch.device, precision: str, world: World
+    params: Params, data: PairImages, device: torch.device, precision: str, world: World, seed: int
 ) -> TrainState:
-    """Fresh networks (seeded: identical on every rank), optimisers, schedules and samplers."""
+    """Fresh networks (seeded with the training `seed`: identical on every rank), optimisers,
+    schedules and samplers."""
     cfg = params.train
-    torch.manual_seed(params.seed)
+    torch.manual_seed(seed)
     nets = build_nets(cfg)
+    sync_batchnorm(nets.named().values(), world, device)  # before optimisers and EMA copies
     for m in nets.named().values():
         m.to(device)
         if cfg.channels_last:
@@ -558,9 +562,9 @@ def build_state(
         opts=opts,
         scheds={"g": LambdaLR(opts.g, factor), "d": LambdaLR(opts.d, factor)},
         sampler=UnpairedSampler(
-            data, cfg.batch_size, params.seed + 1, cfg.flip, world.rank, world.size, cfg.crop_size
+            data, cfg.batch_size, seed + 1, cfg.flip, world.rank, world.size, cfg.crop_size
         ),
-        rt=make_runtime(cfg, device, precision, world, params.seed + 2),
+        rt=make_runtime(cfg, device, precision, world, seed + 2),
         ema=ema,
     )
 
@@ -622,8 +626,12 @@ def train_pair(
     tracker: Tracker | None = None,
     resume: bool = True,
     checkpoint_dir: Path | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Train the GAN of one culture pair '<source>-<target>' into `out_dir` (runs/<pair>/seed<k>).
+
+    `seed` is the training seed (networks' init, data sampler, image pool; default params.seed);
+    params.seed itself is left to the stages that sample with it, e.g. the evaluation's KID subsets.
 
     Writes `checkpoint_dir/last.pt` (default `out_dir/checkpoints`) every
     train.checkpoint_every steps, samples/step_*.png,
@@ -633,6 +641,7 @@ def train_pair(
     global batch is split across processes and the result equals a single process's.
     """
     cfg = params.train
+    seed = params.seed if seed is None else seed
     source, target = parse_pair(pair)
     data_root, out_dir = Path(data_root), Path(out_dir)
     check_sizes(cfg, params.data.image_size)
@@ -640,9 +649,9 @@ def train_pair(
     precision = resolve_precision(cfg.precision, device)
     with distributed(device) as world:
         data = load_pair(data_root, pair, params.data.image_size, device)
-        state = build_state(params, data, device, precision, world)
+        state = build_state(params, data, device, precision, world, seed)
         ckpt_path = Path(checkpoint_dir or out_dir / "checkpoints") / "last.pt"
-        run = run_fingerprint(params, pair)
+        run = run_fingerprint(params, pair, seed)
         if resume and ckpt_path.exists():
             state.load_state_dict(load_checkpoint(ckpt_path, run, CHECKPOINT_KEYS), ckpt_path)
             log.info(
@@ -693,6 +702,7 @@ def train_pair(
         metrics = {
             "pair": pair,
             "objective": cfg.objective,
+            "seed": seed,  # the training seed
             "steps": state.step,
             "resumed_from": start,
             "images": images,
