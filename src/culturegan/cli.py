@@ -221,6 +221,21 @@ def bench_train_cmd(
     )
 
 
+@bench_app.command("gpu-check")
+def bench_gpu_check_cmd(
+    device: Annotated[str, typer.Option(help="cuda (the check) or cpu (a dry run)")] = "cuda",
+    quick: Annotated[bool, typer.Option(help="tiny sizes, 1-2 steps: every part, in seconds")] = False,
+    out: Annotated[Path | None, typer.Option(help="result folder (default: $OUT, else ./gpu_check)")] = None,
+    budget_s: Annotated[float, typer.Option(help="seconds for the whole check")] = 360.0,
+    compile: Annotated[bool, typer.Option(help="include the torch.compile rows")] = True,
+) -> None:
+    """Issue 13's GPU check: plain vs tuned steps at 256 px (batch 1/4/8, fp16/bf16, compile),
+    peak memory, a short training + evaluation; gpu_check.json + gpu_check.md (scripts/gpu_check.sh)."""
+    from culturegan.gpucheck import run_gpu_check
+
+    _emit(run_gpu_check(out, device, quick, budget_s, compile))
+
+
 @bench_app.command("quality")
 def bench_quality_cmd(
     params: ParamsOpt = Path("params.yaml"),

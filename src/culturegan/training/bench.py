@@ -63,6 +63,7 @@ class _Path:
         tuned: bool,
         compile_: bool,
         seed: int,
+        compile_backend: str | None = None,
     ):
         self.cfg, self.device, self.tuned = cfg, device, tuned
         torch.manual_seed(seed)
@@ -74,9 +75,11 @@ class _Path:
         self.opts: Optimizers = build_optimizers(self.nets, cfg, fast=tuned)
         self.rt: Runtime = make_runtime(cfg, device, precision, World(), seed, tuned=tuned)
         if compile_:
+            kwargs = {"backend": compile_backend} if compile_backend else {}
             for m in self.nets.named().values():
-                m.compile()
+                m.compile(**kwargs)
         self.precision = precision
+        self.warmup_s = 0.0
 
     def run(self, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> float:
         """Seconds for `steps` steps, waiting for the device at the end only."""
@@ -115,12 +118,18 @@ def bench_train(
     baseline: bool = False,
     warmup: int = 3,
     rounds: int = 3,
+    compile_backend: str | None = None,
+    tuned: bool = True,
 ) -> dict[str, Any]:
     """Full training steps (G and D updates) per second, after `warmup` steps, at the config of
     `params.train` with the given overrides; random images of data.image_size, no data needed.
 
     Returns images/s (global batch images per second, the median of `rounds` timings of `steps`
     steps each) and peak memory; with `baseline`, the plain-PyTorch figures and the speedup too.
+    `warmup_s` is the time of the warm-up steps (with torch.compile: mostly compiling);
+    `tuned=False` (with `baseline`) times the plain path alone, e.g. for its own peak memory;
+    `compile_backend` picks a torch.compile backend other than inductor (e.g. "eager" for a
+    quick check of the compile path without a C++ compiler).
     """
     overrides: dict[str, Any] = {}
     if channels_last is not None:
@@ -142,11 +151,17 @@ def bench_train(
         )
         for _ in range(4)
     ]
-    paths = {"tuned": _Path(cfg, dev, used_precision, True, use_compile, params.seed)}
+    if not (tuned or baseline):
+        raise ValueError("bench_train needs tuned, baseline or both")
+    paths = {}
+    if tuned:
+        paths["tuned"] = _Path(
+            cfg, dev, used_precision, True, use_compile, params.seed, compile_backend
+        )
     if baseline:
         paths["baseline"] = _Path(cfg, dev, "fp32", False, False, params.seed)
     for p in paths.values():
-        p.run(batches, warmup)
+        p.warmup_s = p.run(batches, warmup) if warmup > 0 else 0.0
 
     results: dict[str, Any] = {
         "pair": pair or params.train.pairs[0],
@@ -178,12 +193,13 @@ def bench_train(
             "compile": use_compile and p.tuned,
             "fused_adam": p.tuned,
             "batched_calls": p.rt.batch_calls,
+            "warmup_s": round(p.warmup_s, 3),
             "step_ms": round(step_s * 1e3, 2),
             "images_per_s": round(cfg.batch_size / step_s, 3),
             "peak_mem_mb": round(peak / 2**20, 1),
             "peak_mem_kind": "cuda_max_allocated" if dev.type == "cuda" else "process_rss",
         }
-    if baseline:
+    if baseline and tuned:
         results["speedup"] = round(
             results["tuned"]["images_per_s"] / results["baseline"]["images_per_s"], 3
         )
