@@ -43,7 +43,9 @@ def test_gpu_check_quick_cpu_dry_run_writes_every_section(tmp_path: Path):
     te = result["train_eval"]
     assert te["status"] == "ok", te
     assert te["steps"] == 2 and "gan" in te["methods"] and "kid_classifier" in te["gan_metrics"]
-    assert result["loader"]["status"] in ("ok", "skipped")
+    loader = result["loader"]
+    assert loader["status"] == "ok", loader
+    assert loader["tuned"]["images_per_s"] > 0 and loader["data_images"]["a"] == 6
     md = (out / RESULT_MD).read_text()
     assert "| batch | path |" in md and "## train_eval" in md
     assert not (tmp_path / "not_this").exists()  # --out wins over $OUT

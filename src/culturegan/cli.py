@@ -201,7 +201,11 @@ def promote(
 @bench_app.command("train")
 def bench_train_cmd(
     params: ParamsOpt = Path("params.yaml"),
-    pair: Annotated[str | None, typer.Option(help="pair (only names the run; data is random)")] = None,
+    pair: Annotated[str | None, typer.Option(help="pair (default: the first of train.pairs)")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="prepared data root: time steps on the pair's images through the training loader (default: random tensors)"),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 (default: train.precision)")] = None,
     channels_last: Annotated[bool | None, typer.Option(help="NHWC memory format")] = None,
@@ -216,7 +220,7 @@ def bench_train_cmd(
     _emit(
         bench_train(
             _load(params), pair=pair, device=device, precision=precision, channels_last=channels_last,
-            compile=compile, batch_size=batch_size, steps=steps, baseline=baseline,
+            compile=compile, batch_size=batch_size, steps=steps, baseline=baseline, data_root=data,
         )
     )
 

@@ -314,9 +314,27 @@ def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: P
     }
 
 
-def measure_loader(check: Check, device: str, sizes: dict[str, Any], data_root: Path | None) -> dict[str, Any]:
-    """Training steps fed by the training loader from prepared data (filled in by `bench train --data`)."""
-    return {"status": "skipped", "reason": "no loader bench in this version"}
+def measure_loader(device: str, sizes: dict[str, Any], data_root: Path | None) -> dict[str, Any]:
+    """The tuned (bf16) and plain paths at the training run's batch, fed by the training loader
+    from the prepared images of the train+evaluate part instead of random tensors."""
+    from culturegan.training.bench import bench_train
+
+    if data_root is None:
+        return {"status": "skipped", "reason": "no prepared data (the train+evaluate part failed)"}
+    batch = sizes["train"]["batch"]
+    r = bench_train(
+        bench_params(sizes), pair="photo-ukiyoe", device=device, precision="bf16", compile=False,
+        channels_last=False, batch_size=batch, steps=sizes["steps"], warmup=sizes["warmup"],
+        rounds=sizes["rounds"], baseline=True, data_root=data_root,
+    )
+    return {
+        "batch": batch,
+        "data_load_s": r["data_load_s"],
+        "data_images": r["data_images"],
+        "plain": _row("plain", batch, r, "baseline"),
+        "tuned": _row("tuned", batch, r, "tuned"),
+        "speedup": r["speedup"],
+    }
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:
@@ -432,7 +450,7 @@ def run_gpu_check(
         check.write()
         data_root = work / "data" if (work / "data").is_dir() else None
         check.result["loader"] = check.attempt(
-            "loader", lambda: measure_loader(check, device, sizes, data_root), 10, 120
+            "loader", lambda: measure_loader(device, sizes, data_root), 10, 120
         )
         check.write()
     if compile_:
