@@ -248,6 +248,8 @@ def _release(device: str) -> None:
 
     import torch
 
+    with contextlib.suppress(Exception):  # compiled graphs of the last networks (and a cut-off compile)
+        torch._dynamo.reset()
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
