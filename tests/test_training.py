@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tiny
 import torch
+import yaml
 from conftest import free_port
 from PIL import Image
 
@@ -604,6 +605,7 @@ _TRAIN_SCRIPT = """
 import json, sys
 from pathlib import Path
 import torch
+import yaml
 from culturegan.config import parse_params
 from culturegan.training.trainer import train_pair
 torch.set_num_threads(1)
@@ -713,3 +715,22 @@ def test_batch_norm_with_several_cpu_processes_is_a_config_error_and_instance_no
         trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(0, 2), 0)
     trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(), 0)  # one process: plain BatchNorm
     trainer.build_state(tiny_params("cyclegan"), data, torch.device("cpu"), "fp32", World(0, 2), 0)
+
+
+def test_bench_train_cli_times_steps_fed_by_the_training_loader(data_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from culturegan.cli import app
+
+    params_file = tmp_path / "params.yaml"
+    raw = tiny_params("cyclegan").model_dump(mode="json")
+    params_file.write_text(yaml.safe_dump(raw))
+    args = ["bench", "train", "--params", str(params_file), "--pair", PAIR, "--steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--data", str(data_root), "--baseline"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["data"] == str(data_root) and out["pair"] == PAIR
+    assert out["data_images"] == {"a": 8, "b": 8} and out["data_load_s"] >= 0
+    assert out["tuned"]["images_per_s"] > 0 and out["baseline"]["images_per_s"] > 0
+    random = json.loads(CliRunner().invoke(app, args).stdout)
+    assert random["data"] == "random" and "data_images" not in random

@@ -220,7 +220,11 @@ def promote(
 @bench_app.command("train")
 def bench_train_cmd(
     params: ParamsOpt = Path("params.yaml"),
-    pair: Annotated[str | None, typer.Option(help="pair (only names the run; data is random)")] = None,
+    pair: Annotated[str | None, typer.Option(help="pair (default: the first of train.pairs)")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="prepared data root: time steps on the pair's images through the training loader (default: random tensors)"),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 (default: train.precision)")] = None,
     channels_last: Annotated[bool | None, typer.Option(help="NHWC memory format")] = None,
@@ -235,9 +239,24 @@ def bench_train_cmd(
     _emit(
         bench_train(
             _load(params), pair=pair, device=device, precision=precision, channels_last=channels_last,
-            compile=compile, batch_size=batch_size, steps=steps, baseline=baseline,
+            compile=compile, batch_size=batch_size, steps=steps, baseline=baseline, data_root=data,
         )
     )
+
+
+@bench_app.command("gpu-check")
+def bench_gpu_check_cmd(
+    device: Annotated[str, typer.Option(help="cuda (the check) or cpu (a dry run)")] = "cuda",
+    quick: Annotated[bool, typer.Option(help="tiny sizes, 1-2 steps: every part, in seconds")] = False,
+    out: Annotated[Path | None, typer.Option(help="result folder (default: $OUT, else ./gpu_check)")] = None,
+    budget_s: Annotated[float, typer.Option(help="seconds for the whole check")] = 360.0,
+    compile: Annotated[bool, typer.Option(help="include the torch.compile rows")] = True,
+) -> None:
+    """Issue 13's GPU check: plain vs tuned steps at 256 px (batch 1/4/8, fp16/bf16, compile),
+    peak memory, a short training + evaluation; gpu_check.json + gpu_check.md (scripts/gpu_check.sh)."""
+    from culturegan.gpucheck import run_gpu_check
+
+    _emit(run_gpu_check(out, device, quick, budget_s, compile))
 
 
 @bench_app.command("quality")

@@ -1,4 +1,5 @@
-"""Training-step benchmark: images/s and peak memory of the configured objective on random tensors.
+"""Training-step benchmark: images/s and peak memory of the configured objective, on random
+tensors or (`data_root`) on prepared images drawn through the training loader each step.
 
 `baseline=True` also times plain PyTorch (fp32, eager, contiguous, unfused Adam, one forward per
 input as the paper code does) in the same process, so the tuned path's gain is one ratio.
@@ -10,12 +11,15 @@ import resource
 import statistics
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Self
 
 import psutil
 import torch
 
 from culturegan.config import Params, TrainConfig
+from culturegan.training.dataset import UnpairedSampler, load_pair
 from culturegan.training.runtime import Runtime, World, resolve_precision
 from culturegan.training.trainer import (
     Nets,
@@ -26,6 +30,8 @@ from culturegan.training.trainer import (
     make_runtime,
     train_step,
 )
+
+Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # step index -> (real_a, real_b)
 
 
 class _PeakRSS:
@@ -63,6 +69,7 @@ class _Path:
         tuned: bool,
         compile_: bool,
         seed: int,
+        compile_backend: str | None = None,
     ):
         self.cfg, self.device, self.tuned = cfg, device, tuned
         torch.manual_seed(seed)
@@ -74,25 +81,26 @@ class _Path:
         self.opts: Optimizers = build_optimizers(self.nets, cfg, fast=tuned)
         self.rt: Runtime = make_runtime(cfg, device, precision, World(), seed, tuned=tuned)
         if compile_:
+            kwargs = {"backend": compile_backend} if compile_backend else {}
             for m in self.nets.named().values():
-                m.compile()
+                m.compile(**kwargs)
         self.precision = precision
+        self.warmup_s = 0.0
 
-    def run(self, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int) -> float:
-        """Seconds for `steps` steps, waiting for the device at the end only."""
+    def run(self, batches: Batches, steps: int) -> float:
+        """Seconds for `steps` steps (drawing each batch included), waiting for the device at the
+        end only."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t0 = time.perf_counter()
         for i in range(steps):
-            losses = train_step(batches[i % len(batches)], self.nets, self.opts, self.cfg, self.rt)
+            losses = train_step(batches(i), self.nets, self.opts, self.cfg, self.rt)
         # Reading a loss waits for all queued work (CUDA) before the clock stops.
         float(next(iter(losses.values())))
         return time.perf_counter() - t0
 
 
-def _measure_round(
-    path: _Path, batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int
-) -> tuple[float, int]:
+def _measure_round(path: _Path, batches: Batches, steps: int) -> tuple[float, int]:
     """Seconds for `steps` steps and peak memory in bytes (CUDA allocated, or CPU process RSS)."""
     if path.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(path.device)
@@ -115,12 +123,21 @@ def bench_train(
     baseline: bool = False,
     warmup: int = 3,
     rounds: int = 3,
+    compile_backend: str | None = None,
+    tuned: bool = True,
+    data_root: Path | None = None,
 ) -> dict[str, Any]:
     """Full training steps (G and D updates) per second, after `warmup` steps, at the config of
-    `params.train` with the given overrides; random images of data.image_size, no data needed.
+    `params.train` with the given overrides; random images of data.image_size, no data needed,
+    or with `data_root` (a prepared data folder) the pair's train images, loaded as the trainer
+    loads them and drawn by its sampler (random pick, flips, crops) inside every timed step.
 
     Returns images/s (global batch images per second, the median of `rounds` timings of `steps`
     steps each) and peak memory; with `baseline`, the plain-PyTorch figures and the speedup too.
+    `warmup_s` is the time of the warm-up steps (with torch.compile: mostly compiling);
+    `tuned=False` (with `baseline`) times the plain path alone, e.g. for its own peak memory;
+    `compile_backend` picks a torch.compile backend other than inductor (e.g. "eager" for a
+    quick check of the compile path without a C++ compiler).
     """
     overrides: dict[str, Any] = {}
     if channels_last is not None:
@@ -134,22 +151,50 @@ def bench_train(
     used_precision = resolve_precision(precision or cfg.precision, dev)
     use_compile = cfg.compile if compile is None else compile
     steps = steps or 10
-    gen = torch.Generator().manual_seed(params.seed)
-    batches = [
-        tuple(
-            torch.rand(cfg.batch_size, 3, size, size, generator=gen).mul_(2).sub_(1).to(dev)
-            for _ in range(2)
+    pair = pair or params.train.pairs[0]
+    data_info: dict[str, Any] = {"data": "random"}
+    if data_root is not None:
+        t0 = time.perf_counter()
+        data = load_pair(Path(data_root), pair, size, dev)
+        sampler = UnpairedSampler(
+            data, cfg.batch_size, params.seed + 1, cfg.flip, crop=cfg.crop_size
         )
-        for _ in range(4)
-    ]
-    paths = {"tuned": _Path(cfg, dev, used_precision, True, use_compile, params.seed)}
+        data_info = {
+            "data": str(data_root),
+            "data_load_s": round(time.perf_counter() - t0, 3),
+            "data_images": {"a": len(data.a), "b": len(data.b)},
+        }
+
+        def batches(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return sampler.next()
+    else:
+        gen = torch.Generator().manual_seed(params.seed)
+        fixed = [
+            tuple(
+                torch.rand(cfg.batch_size, 3, size, size, generator=gen).mul_(2).sub_(1).to(dev)
+                for _ in range(2)
+            )
+            for _ in range(4)
+        ]
+
+        def batches(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return fixed[i % len(fixed)]
+
+    if not (tuned or baseline):
+        raise ValueError("bench_train needs tuned, baseline or both")
+    paths = {}
+    if tuned:
+        paths["tuned"] = _Path(
+            cfg, dev, used_precision, True, use_compile, params.seed, compile_backend
+        )
     if baseline:
         paths["baseline"] = _Path(cfg, dev, "fp32", False, False, params.seed)
     for p in paths.values():
-        p.run(batches, warmup)
+        p.warmup_s = p.run(batches, warmup) if warmup > 0 else 0.0
 
     results: dict[str, Any] = {
-        "pair": pair or params.train.pairs[0],
+        "pair": pair,
+        **data_info,
         "device": str(dev),
         "objective": cfg.objective,
         "image_size": size,
@@ -178,12 +223,13 @@ def bench_train(
             "compile": use_compile and p.tuned,
             "fused_adam": p.tuned,
             "batched_calls": p.rt.batch_calls,
+            "warmup_s": round(p.warmup_s, 3),
             "step_ms": round(step_s * 1e3, 2),
             "images_per_s": round(cfg.batch_size / step_s, 3),
             "peak_mem_mb": round(peak / 2**20, 1),
             "peak_mem_kind": "cuda_max_allocated" if dev.type == "cuda" else "process_rss",
         }
-    if baseline:
+    if baseline and tuned:
         results["speedup"] = round(
             results["tuned"]["images_per_s"] / results["baseline"]["images_per_s"], 3
         )

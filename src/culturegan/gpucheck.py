@@ -1,0 +1,507 @@
+"""The GPU check of issue 13: one run, within a time budget, on a lent GPU machine.
+
+    bash scripts/gpu_check.sh                      # cuda, full matrix, results in $OUT or ./gpu_check
+    python -m culturegan.gpucheck --device cpu --quick --out /tmp/gc   # tiny dry run (a test runs it)
+
+It measures, at 256x256 with the reference networks (ResNet generator ngf 64 / 9 blocks, PatchGAN
+ndf 64 / 3 layers), CycleGAN training steps of the plain path (fp32, eager, unfused Adam, one
+forward per input) against the tuned path (fp16 with a gradient scaler, bf16; eager and
+torch.compile; channels_last) at batch 1, 4 and 8, with peak CUDA memory; then a short real
+training of one pair on a small synthetic benchmark, with its evaluation. Every measurement is one
+call of the project's own functions (`bench_train`, `prepare_synthetic`, `train_pair`,
+`evaluate_pair`); a failing one (torch.compile missing a compiler, say) is recorded with its error
+and the check goes on. Measurements that would not fit in the remaining budget are recorded as
+skipped. The JSON and markdown results are rewritten after every measurement, so a run cut short
+still leaves what it measured.
+
+Needs only torch, numpy, pillow, pandas/pyarrow, scipy, pydantic and pyyaml (no MLflow, DVC or GX):
+the GPU machine's own python3 with the repository's src/ on PYTHONPATH, no virtualenv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+RESULT_JSON = "gpu_check.json"
+RESULT_MD = "gpu_check.md"
+SECTIONS = ("env", "matrix", "loader", "train_eval", "targets")
+
+# Targets of issue 13 (GPU): tuned vs plain at 256x256, resnet 9 blocks, ngf 64, batch 1-8.
+TARGET_SPEEDUP = 2.0
+TARGET_MEM_RATIO = 0.6
+TARGET_IMAGES_PER_S = 100.0
+
+
+def _full_sizes() -> dict[str, Any]:
+    return {
+        "image_size": 256,
+        "batches": [1, 4, 8],
+        "generator": {"ngf": 64, "n_blocks": 9},
+        "discriminator": {"ndf": 64, "n_layers": 3},
+        "steps": 20,
+        "warmup": 5,
+        "rounds": 3,
+        "compile_backend": None,
+        "compile_cap_s": 150.0,
+        "train": {"styles": 2, "train_scenes": 120, "test_scenes": 24, "steps": 300, "batch": 4},
+        "classifier_epochs": 4,
+        "kid_subsets": 50,
+    }
+
+
+def _quick_sizes() -> dict[str, Any]:
+    return {
+        "image_size": 32,
+        "batches": [1, 2],
+        "generator": {"ngf": 8, "n_blocks": 1},
+        "discriminator": {"ndf": 8, "n_layers": 2},
+        "steps": 1,
+        "warmup": 1,
+        "rounds": 1,
+        "compile_backend": "eager",  # dynamo without inductor: no C++ compiler, seconds not minutes
+        "compile_cap_s": 120.0,
+        "train": {"styles": 2, "train_scenes": 6, "test_scenes": 4, "steps": 2, "batch": 2},
+        "classifier_epochs": 1,
+        "kid_subsets": 4,
+    }
+
+
+def bench_params(sizes: dict[str, Any], **train: Any):
+    """Params of the matrix: CycleGAN at the given sizes, everything else the project default."""
+    from culturegan.config import Params
+
+    return Params.model_validate(
+        {
+            "seed": 0,
+            "data": {"image_size": sizes["image_size"]},
+            "train": {
+                "objective": "cyclegan",
+                "generator": sizes["generator"],
+                "discriminator": sizes["discriminator"],
+                **train,
+            },
+        }
+    )
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _Timeout in the main thread after `seconds` (a hung compile must not eat the budget)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(*_: object) -> None:
+        raise _Timeout(f"over its {seconds:.0f} s share of the budget")
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class Check:
+    """The results so far, the budget, and the writing of both result files."""
+
+    def __init__(self, out_dir: Path, budget_s: float, meta: dict[str, Any]) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.t0 = time.perf_counter()
+        self.budget_s = budget_s
+        self.result: dict[str, Any] = {**meta, "matrix": [], "loader": None, "train_eval": None}
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.t0)
+
+    def attempt(
+        self, label: str, fn: Callable[[], dict[str, Any]], need_s: float, cap_s: float
+    ) -> dict[str, Any]:
+        """Run one measurement if `need_s` seconds are left, for at most `cap_s` (and the budget)."""
+        if self.left() < need_s:
+            return {"status": "skipped", "reason": f"{self.left():.0f} s of budget left, needs ~{need_s:.0f} s"}
+        t = time.perf_counter()
+        try:
+            with _time_limit(min(cap_s, self.left())):
+                out = {"status": "ok", **fn()}
+        except Exception as err:  # noqa: BLE001 (recorded, not raised: the check goes on)
+            out = {
+                "status": "error",
+                "error": f"{type(err).__name__}: {str(err)[:500]}",
+                "where": traceback.format_exc(limit=3)[-800:],
+            }
+        out["seconds"] = round(time.perf_counter() - t, 2)
+        print(f"[gpu-check] {label}: {out['status']} in {out['seconds']} s", flush=True)
+        return out
+
+    def write(self) -> None:
+        from culturegan.fileio import atomic_write_text
+
+        self.result["elapsed_s"] = round(time.perf_counter() - self.t0, 1)
+        self.result["targets"] = targets(self.result)
+        atomic_write_text(
+            self.out_dir / RESULT_JSON, json.dumps(self.result, indent=2, default=str) + "\n"
+        )
+        atomic_write_text(self.out_dir / RESULT_MD, to_markdown(self.result))
+
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    from culturegan.bench import cpu_info
+
+    env: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+        "cpu": cpu_info(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.device(device))
+        env |= {
+            "gpu": props.name,
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "bf16_supported": torch.cuda.is_bf16_supported(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        }
+    return env
+
+
+def _row(kind: str, batch: int, r: dict[str, Any], path: str) -> dict[str, Any]:
+    """One table row from a bench_train result (`path`: tuned or baseline)."""
+    p = r[path]
+    return {
+        "kind": kind,
+        "batch": batch,
+        "precision": p["precision"],
+        "compile": p["compile"],
+        "channels_last": p["channels_last"],
+        "images_per_s": p["images_per_s"],
+        "step_ms": p["step_ms"],
+        "peak_mem_mb": p["peak_mem_mb"],
+        "peak_mem_kind": p["peak_mem_kind"],
+        "warmup_s": p["warmup_s"],
+    }
+
+
+def measure_matrix(check: Check, device: str, sizes: dict[str, Any]) -> None:
+    """Plain vs tuned eager rows for every batch (the torch.compile rows: `measure_compiled`)."""
+    from culturegan.training.bench import bench_train
+
+    def bench(batch: int, **kw: Any) -> dict[str, Any]:
+        return bench_train(
+            bench_params(sizes), device=device, batch_size=batch, steps=sizes["steps"],
+            warmup=sizes["warmup"], rounds=sizes["rounds"],
+            compile_backend=sizes["compile_backend"], **kw,
+        )
+
+    cuda = device.startswith("cuda")
+    # (kind, precision, channels_last); each alone in its process' memory, so peaks compare.
+    variants = [("plain", "fp32", False), ("tuned", "bf16", False), ("tuned", "fp16", False),
+                ("tuned", "bf16", True)]
+    for batch in sizes["batches"]:
+        for kind, precision, cl in variants:
+            head = {"kind": kind, "batch": batch, "precision": precision, "compile": False,
+                    "channels_last": cl}
+            if precision == "fp16" and not cuda:
+                check.result["matrix"].append(
+                    {**head, "status": "skipped", "reason": "fp16 needs CUDA (gradient scaler)"})
+                continue
+            plain = kind == "plain"
+            out = check.attempt(
+                f"{kind} {precision} channels_last={cl} batch {batch}",
+                lambda b=batch, p=precision, c=cl, pl=plain: bench(
+                    b, precision=p, compile=False, channels_last=c, baseline=pl, tuned=not pl),
+                15, 300,
+            )
+            path = "baseline" if plain else "tuned"
+            check.result["matrix"].append(
+                _row(kind, batch, out, path) if out["status"] == "ok" else {**head, **out})
+            _release(device)
+        check.write()
+
+
+def _release(device: str) -> None:
+    """Free what the last measurement left, so the next one's peak memory is its own."""
+    import gc
+
+    import torch
+
+    with contextlib.suppress(Exception):  # compiled graphs of the last networks (and a cut-off compile)
+        torch._dynamo.reset()
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: Path) -> dict[str, Any]:
+    """A small synthetic benchmark, its style classifier, a short training of one pair, evaluation."""
+    from culturegan.config import Params
+    from culturegan.data.synthetic import prepare_synthetic
+    from culturegan.evaluation.classifier import train_style_classifier
+    from culturegan.evaluation.evaluate import evaluate_pair
+    from culturegan.training.trainer import train_pair
+
+    t = sizes["train"]
+    styles = ["photo", "ukiyoe", "inkwash"][: t["styles"]]
+    pair = f"{styles[0]}-{styles[1]}"
+    params = Params.model_validate(
+        {
+            "seed": 0,
+            "data": {
+                "image_size": sizes["image_size"],
+                "synthetic": {"styles": styles, "train_scenes": t["train_scenes"],
+                              "test_scenes": t["test_scenes"], "preview_scenes": 2},
+            },
+            "train": {
+                "pairs": [pair], "objective": "cyclegan", "steps": t["steps"],
+                "batch_size": t["batch"], "device": "cuda" if device.startswith("cuda") else "cpu",
+                "generator": sizes["generator"], "discriminator": sizes["discriminator"],
+                "log_every": max(1, t["steps"] // 4), "checkpoint_every": t["steps"],
+                "sample_every": t["steps"], "sample_count": 2,
+            },
+            "evaluation": {"kid_subsets": sizes["kid_subsets"], "grid_rows": 2,
+                           "classifier": {"epochs": sizes["classifier_epochs"]}},
+        }
+    )
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    prepare_synthetic(params, work / "data")
+    times["prepare_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clf = train_style_classifier(params, work / "data", work / "clf")
+    times["classifier_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    trained = train_pair(params, pair, work / "data", work / "run", tracker=None, resume=False)
+    times["train_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = evaluate_pair(params, pair, work / "data", work / "run", Path(clf["classifier"]),
+                            work / "eval")
+    times["evaluate_s"] = time.perf_counter() - t0
+    full = json.loads(Path(metrics["metrics"]).read_text())
+    gan = full["methods"].get("gan", {})
+    return {
+        "pair": pair,
+        "image_size": sizes["image_size"],
+        "steps": trained["steps"],
+        "batch_size": t["batch"],
+        "precision": trained["precision"],
+        "train_images_per_s": trained["images_per_s"],
+        "final_losses": trained["final_losses"],
+        "classifier_test_accuracy": clf["test_accuracy"],
+        "methods": metrics["methods"],
+        "gan_metrics": {k: v for k, v in gan.items() if isinstance(v, int | float)},
+        **{k: round(v, 2) for k, v in times.items()},
+    }
+
+
+def measure_loader(device: str, sizes: dict[str, Any], data_root: Path | None) -> dict[str, Any]:
+    """The tuned (bf16) and plain paths at the training run's batch, fed by the training loader
+    from the prepared images of the train+evaluate part instead of random tensors."""
+    from culturegan.training.bench import bench_train
+
+    if data_root is None:
+        return {"status": "skipped", "reason": "no prepared data (the train+evaluate part failed)"}
+    batch = sizes["train"]["batch"]
+    r = bench_train(
+        bench_params(sizes), pair="photo-ukiyoe", device=device, precision="bf16", compile=False,
+        channels_last=False, batch_size=batch, steps=sizes["steps"], warmup=sizes["warmup"],
+        rounds=sizes["rounds"], baseline=True, data_root=data_root,
+    )
+    return {
+        "batch": batch,
+        "data_load_s": r["data_load_s"],
+        "data_images": r["data_images"],
+        "plain": _row("plain", batch, r, "baseline"),
+        "tuned": _row("tuned", batch, r, "tuned"),
+        "speedup": r["speedup"],
+    }
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """Issue 13's GPU targets, per batch: best tuned vs plain on img/s and on peak memory."""
+    rows = [r for r in result.get("matrix", []) if "images_per_s" in r]
+    out: dict[str, Any] = {
+        "speedup_min": TARGET_SPEEDUP,
+        "mem_ratio_max": TARGET_MEM_RATIO,
+        "images_per_s_min": TARGET_IMAGES_PER_S,
+        "per_batch": {},
+    }
+    best_ips = 0.0
+    for batch in sorted({r["batch"] for r in rows}):
+        plain = [r for r in rows if r["batch"] == batch and r["kind"] == "plain"]
+        tuned = [r for r in rows if r["batch"] == batch and r["kind"] == "tuned"]
+        if not plain or not tuned:
+            continue
+        fastest = max(tuned, key=lambda r: r["images_per_s"])
+        leanest = min(tuned, key=lambda r: r["peak_mem_mb"])
+        best_ips = max(best_ips, fastest["images_per_s"])
+        speedup = fastest["images_per_s"] / plain[0]["images_per_s"]
+        mem_ratio = fastest["peak_mem_mb"] / plain[0]["peak_mem_mb"]
+        out["per_batch"][str(batch)] = {
+            "fastest": {k: fastest[k] for k in ("precision", "compile", "channels_last")},
+            "speedup": round(speedup, 3),
+            "mem_ratio_of_fastest": round(mem_ratio, 3),
+            "mem_ratio_leanest": round(leanest["peak_mem_mb"] / plain[0]["peak_mem_mb"], 3),
+            "speedup_met": speedup >= TARGET_SPEEDUP,
+            "mem_met": mem_ratio <= TARGET_MEM_RATIO,
+        }
+    out["best_images_per_s"] = best_ips
+    out["images_per_s_met"] = best_ips >= TARGET_IMAGES_PER_S
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return "" if v is None else str(v)
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    env = result.get("env", {})
+    lines = [
+        "# GPU check",
+        "",
+        (f"{env.get('gpu', env.get('cpu', {}).get('model', '?'))}, torch {env.get('torch')}, "
+        f"{result.get('mode')} mode, {result.get('image_size')}x{result.get('image_size')}, "
+        f"generator {result.get('generator')}, discriminator {result.get('discriminator')}, "
+        f"{result.get('elapsed_s')} s of a {result.get('budget_s')} s budget."),
+        "",
+        "| batch | path | precision | compile | channels_last | img/s | step ms | peak MB | warm-up s | status |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.get("matrix", []):
+        status = r.get("status", "ok")
+        if status != "ok":
+            status = f"{status}: {r.get('error') or r.get('reason', '')}"[:120]
+        lines.append("| " + " | ".join(_fmt(r.get(k)) for k in (
+            "batch", "kind", "precision", "compile", "channels_last", "images_per_s", "step_ms",
+            "peak_mem_mb", "warmup_s")) + f" | {status} |")
+    t = result.get("targets", {})
+    lines += ["", (f"Targets: >= {TARGET_SPEEDUP}x plain img/s, <= {TARGET_MEM_RATIO}x plain peak "
+              f"memory, >= {TARGET_IMAGES_PER_S:.0f} img/s. Best: {_fmt(t.get('best_images_per_s'))} img/s "
+              f"(met: {t.get('images_per_s_met')})."), ""]
+    for batch, b in t.get("per_batch", {}).items():
+        lines.append(f"- batch {batch}: fastest {b['fastest']}, {b['speedup']}x plain "
+                     f"(met: {b['speedup_met']}), memory {b['mem_ratio_of_fastest']}x plain "
+                     f"(leanest {b['mem_ratio_leanest']}x; met: {b['mem_met']})")
+    for name in ("loader", "train_eval"):
+        lines += ["", f"## {name}", "", "```json", json.dumps(result.get(name), indent=1, default=str), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def run_gpu_check(
+    out_dir: Path | None = None,
+    device: str = "cuda",
+    quick: bool = False,
+    budget_s: float = 360.0,
+    compile_: bool = True,
+) -> dict[str, Any]:
+    """The whole check; returns the result dict and writes gpu_check.json / gpu_check.md."""
+    import torch
+
+    if out_dir is None:
+        out_dir = Path(os.environ.get("OUT") or "gpu_check")
+    sizes = _quick_sizes() if quick else _full_sizes()
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # as the reference implementation does
+    check = Check(
+        Path(out_dir),
+        budget_s,
+        {
+            "mode": "quick" if quick else "full",
+            "budget_s": budget_s,
+            "objective": "cyclegan",
+            "image_size": sizes["image_size"],
+            "generator": sizes["generator"],
+            "discriminator": sizes["discriminator"],
+            "peak_mem_note": "cuda: max allocated of the process during the timed rounds (both paths' "
+            "weights and optimiser state are resident); cpu: process RSS",
+        },
+    )
+    check.result["env"] = environment(device)
+    check.write()
+    measure_matrix(check, device, sizes)
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
+        work = Path(tmp)
+        train_eval = check.attempt(
+            "train+evaluate", lambda: measure_train_eval(check, device, sizes, work), 45, 240
+        )
+        check.result["train_eval"] = train_eval
+        check.write()
+        data_root = work / "data" if (work / "data").is_dir() else None
+        check.result["loader"] = check.attempt(
+            "loader", lambda: measure_loader(device, sizes, data_root), 10, 120
+        )
+        check.write()
+    if compile_:
+        measure_compiled(check, device, sizes)
+    check.write()
+    return check.result
+
+
+def measure_compiled(check: Check, device: str, sizes: dict[str, Any]) -> None:
+    """torch.compile rows (last: compiling is the slowest part and the likeliest to fail)."""
+    from culturegan.training.bench import bench_train
+
+    cuda = device.startswith("cuda")
+    # Largest batch first: the >= 100 img/s target is likeliest there, if the budget runs out.
+    for precision in ("bf16", "fp16"):
+        for batch in sorted(sizes["batches"], reverse=True):
+            if precision == "fp16" and not cuda:
+                continue
+            out = check.attempt(
+                f"{precision} compiled batch {batch}",
+                lambda b=batch, p=precision: bench_train(
+                    bench_params(sizes), device=device, batch_size=b, steps=sizes["steps"],
+                    warmup=sizes["warmup"], rounds=sizes["rounds"], precision=p, compile=True,
+                    channels_last=False, compile_backend=sizes["compile_backend"],
+                ),
+                30,
+                sizes["compile_cap_s"],
+            )
+            check.result["matrix"].append(
+                _row("tuned", batch, out, "tuned") if out["status"] == "ok"
+                else {"kind": "tuned", "batch": batch, "precision": precision, "compile": True, **out}
+            )
+            _release(device)
+            check.write()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m culturegan.gpucheck", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, 1-2 steps: a dry run of every part")
+    ap.add_argument("--out", type=Path, default=None, help="result folder (default: $OUT, else ./gpu_check)")
+    ap.add_argument("--budget-s", type=float, default=360.0, help="seconds for the whole check")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
+    args = ap.parse_args(argv)
+    result = run_gpu_check(args.out, args.device, args.quick, args.budget_s, not args.no_compile)
+    print(to_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The GPU check (scripts/gpu_check.sh) as a CPU dry run, so that it still runs when a GPU is lent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+from culturegan.gpucheck import RESULT_JSON, RESULT_MD, SECTIONS
+
+
+def test_gpu_check_quick_cpu_dry_run_writes_every_section(tmp_path: Path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "not_this")}
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "gpu_check.sh"), "--device", "cpu", "--quick",
+         "--out", str(out)],
+        check=False, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / RESULT_JSON).read_text())
+    for section in SECTIONS:
+        assert result.get(section) is not None, section
+    assert result["mode"] == "quick" and result["env"]["device"] == "cpu"
+
+    rows = result["matrix"]
+    measured = [r for r in rows if r.get("status", "ok") == "ok"]
+    for batch in (1, 2):
+        kinds = {(r["kind"], r["precision"], r["compile"], r["channels_last"])
+                 for r in measured if r["batch"] == batch}
+        assert {("plain", "fp32", False, False), ("tuned", "bf16", False, False),
+                ("tuned", "bf16", False, True), ("tuned", "bf16", True, False)} <= kinds
+        fp16 = [r for r in rows if r["batch"] == batch and r["precision"] == "fp16"]
+        assert fp16 and all(r["status"] == "skipped" for r in fp16)  # CUDA only, recorded
+    assert all(r["images_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in measured)
+
+    t = result["targets"]
+    assert set(t["per_batch"]) == {"1", "2"} and t["best_images_per_s"] > 0
+    te = result["train_eval"]
+    assert te["status"] == "ok", te
+    assert te["steps"] == 2 and "gan" in te["methods"] and "kid_classifier" in te["gan_metrics"]
+    loader = result["loader"]
+    assert loader["status"] == "ok", loader
+    assert loader["tuned"]["images_per_s"] > 0 and loader["data_images"]["a"] == 6
+    md = (out / RESULT_MD).read_text()
+    assert "| batch | path |" in md and "## train_eval" in md
+    assert not (tmp_path / "not_this").exists()  # --out wins over $OUT
