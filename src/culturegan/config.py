@@ -281,7 +281,7 @@ class TrainConfig(_Strict):
         ge=16,
         le=1024,
         description="train on random square crops of this side from images stored at data.image_size"
-        " (CycleGAN's load_size/crop_size); null: whole images. Evaluation uses whole images.",
+        " (CycleGAN's load_size/crop_size); null: whole images. Evaluation scores whole images, or their tiles with evaluation.tile_size.",
     )
     ema: float = Field(
         0.999, ge=0, lt=1, description="decay of the generators' weight average used for the outputs; 0: off"
