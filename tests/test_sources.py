@@ -19,9 +19,10 @@ import pytest
 from conftest import serving
 
 from culturegan.config import DownloadConfig
-from culturegan.data import sources
+from culturegan.data import archives, s3_source, source_base
 from culturegan.data.manifest import Reason
-from culturegan.data.sources import fetch_source, redact_url
+from culturegan.data.source_base import redact_url
+from culturegan.data.sources import fetch_source
 from culturegan.errors import SourceError
 
 FAST = DownloadConfig(retries=2, backoff_s=0.01, timeout_s=5)
@@ -440,7 +441,7 @@ def test_tar_gz_member_expanding_absurdly_is_stopped_while_streaming(
 ) -> None:
     # Without the read-ahead allowance a 4 MiB member is enough to show the guard at work; with
     # it (production) the guard needs ~85 MB of zeros, too much for a unit test.
-    monkeypatch.setattr(sources, "RAW_READAHEAD_BYTES", 0)
+    monkeypatch.setattr(archives, "RAW_READAHEAD_BYTES", 0)
     base_url, www = http_server
     incompressible = os.urandom(2 << 20)  # a real image barely compresses: it must pass
     (www / "ds.tgz").write_bytes(
@@ -459,7 +460,7 @@ def test_member_larger_than_any_allowed_image_is_rejected_unwritten(
     http_server, tmp_path: Path
 ) -> None:
     base_url, www = http_server
-    big = os.urandom(sources.MEMBER_SLACK_BYTES + 8 * 100 + 1)
+    big = os.urandom(source_base.MEMBER_SLACK_BYTES + 8 * 100 + 1)
     (www / "ds.zip").write_bytes(
         make_zip({**IMAGES, "ds/trainA/huge.png": big}, zipfile.ZIP_STORED)
     )
@@ -511,7 +512,7 @@ def put_objects(bucket: str, objects: dict[str, bytes]) -> None:
 
 def test_s3_client_uses_the_endpoint_from_the_environment(s3_server: str, monkeypatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # AWS_ENDPOINT_URL_S3 alone must be enough
-    client = sources._s3_client(FAST)
+    client = s3_source._s3_client(FAST)
     assert client.meta.endpoint_url == s3_server
     assert client.meta.config.retries == {
         "mode": "standard",
