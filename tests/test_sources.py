@@ -405,6 +405,24 @@ def test_tar_links_and_devices_are_rejected_and_nothing_lands_outside(
     assert not (tmp_path / "abs_evil.png").exists()
 
 
+def test_tar_members_escaping_the_folder_are_refused_by_the_data_filter(
+    http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base_url, www = http_server
+    hostile = {"../evil.png": b"evil", "ds/../../evil2.png": b"evil"}
+    (www / "ds.tar").write_bytes(make_tar({**IMAGES, **hostile}, "w"))
+
+    fetched = fetch_source(f"{base_url}/ds.tar", tmp_path / "cache", FAST)
+
+    assert files_under(fetched.root) == set(IMAGES)
+    rejected = {r.source.split("#", 1)[1]: r for r in fetched.rejects}
+    assert set(rejected) == set(hostile)
+    assert {r.reason for r in rejected.values()} == {Reason.UNSAFE_PATH}
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: tarfile's own check says why
+        assert all("data filter" in r.detail for r in rejected.values())
+    assert not (tmp_path / "evil.png").exists() and not (tmp_path / "cache" / "evil2.png").exists()
+
+
 def test_archive_whose_total_size_exceeds_the_bound_is_refused(http_server, tmp_path: Path) -> None:
     base_url, www = http_server
     (www / "ds.zip").write_bytes(make_zip({"a.png": b"a" * 600, "b.png": b"b" * 600}))

@@ -241,22 +241,48 @@ def _extract_zip(path: Path, sink: _Sink) -> None:
                 sink.write(name, src, info.file_size, member_errors=_ZIP_MEMBER_ERRORS)
 
 
+# tarfile's "data" extraction filter (PEP 706: Python >= 3.11.4 and 3.12+) vets a member against
+# the destination: absolute or escaping names, links pointing outside, devices and fifos. It lets
+# through links that stay inside, so links are refused before it is asked. Where it is missing
+# (an older Python), the hand-written type checks below stand in for it; the names themselves are
+# always checked again by _Sink (which also guards zip members and S3 keys).
+_TAR_DATA_FILTER: Callable[[tarfile.TarInfo, str], tarfile.TarInfo | None] | None = getattr(
+    tarfile, "data_filter", None
+)
+
+
+def _tar_refusal(member: tarfile.TarInfo, dest: str) -> str | None:
+    """Why a tar member may not be unpacked into `dest`, or None for a plain file or folder."""
+    if member.issym():
+        return f"symbolic link to {member.linkname!r}"
+    if member.islnk():
+        return f"hard link to {member.linkname!r}"
+    if _TAR_DATA_FILTER is not None:
+        try:
+            _TAR_DATA_FILTER(member, dest)
+        except tarfile.SpecialFileError:
+            return "device or fifo"
+        except tarfile.FilterError as err:
+            return f"refused by tarfile's data filter: {err}"
+    elif member.isdev():
+        return "device or fifo"
+    if not (member.isdir() or member.isreg()):
+        return f"unsupported member type {member.type!r}"
+    return None
+
+
 def _extract_tar(path: Path, sink: _Sink) -> None:
+    dest = str(sink.target)
     with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
         for member in tf:
             name = member.name
             if _is_archiver_metadata(name):
                 continue
-            if member.isdir():
+            refusal = _tar_refusal(member, dest)
+            if refusal is not None:
+                sink.reject(name, Reason.UNSAFE_PATH, refusal)
+            elif member.isdir():
                 sink.mkdir(name)
-            elif member.issym():
-                sink.reject(name, Reason.UNSAFE_PATH, f"symbolic link to {member.linkname!r}")
-            elif member.islnk():
-                sink.reject(name, Reason.UNSAFE_PATH, f"hard link to {member.linkname!r}")
-            elif member.isdev():
-                sink.reject(name, Reason.UNSAFE_PATH, "device or fifo")
-            elif not member.isreg():
-                sink.reject(name, Reason.UNSAFE_PATH, f"unsupported member type {member.type!r}")
             else:
                 sink.count(member.size, name)
                 src = tf.extractfile(member)
