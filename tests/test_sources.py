@@ -250,6 +250,27 @@ def test_http_429_and_5xx_give_up_after_the_configured_retries(serve, tmp_path: 
     assert f"{base_url}/ds.zip" in str(err.value) and err.value.hint
 
 
+def test_redirects_are_followed_without_spending_retries_and_retries_log_no_secret(
+    serve, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = make_zip(IMAGES)
+
+    def respond(handler: BaseHTTPRequestHandler, n: int) -> None:
+        if handler.path.startswith("/moved"):
+            send(handler, 302, b"", {"Location": "/ds.zip?sig=t0ken"})
+        else:
+            send(handler, 503, b"busy") if n == 2 else send(handler, 200, payload)
+
+    base_url, hits = serve(respond)
+    cfg = DownloadConfig(retries=1, backoff_s=0.01, timeout_s=5)
+
+    fetched = fetch_source(f"{base_url}/moved.zip?sig=t0ken", tmp_path / "cache", cfg)
+
+    assert len(hits) == 3  # redirect, 503, 200 (retried at the redirected URL)
+    assert files_under(fetched.root) == set(IMAGES)
+    assert "t0ken" not in caplog.text and "retry 1" in caplog.text
+
+
 def drop_mid_body(handler: BaseHTTPRequestHandler, n: int) -> None:
     handler.send_response(200)
     handler.send_header("Content-Length", "5000")

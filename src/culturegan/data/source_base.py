@@ -151,11 +151,8 @@ def _strip_archive_suffix(name: str) -> str:
     return name
 
 
-def _backoff(cfg: DownloadConfig, retry: int, retry_after: float | None = None) -> float:
-    delay = min(cfg.backoff_s * 2 ** (retry - 1), MAX_BACKOFF_S)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, MAX_BACKOFF_S))
-    return delay
+def _backoff(cfg: DownloadConfig, retry: int) -> float:
+    return min(cfg.backoff_s * 2 ** (retry - 1), MAX_BACKOFF_S)
 
 
 def _too_big(what: str, limit: int) -> SourceError:
