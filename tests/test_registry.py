@@ -13,7 +13,7 @@ from PIL import Image
 
 from culturegan.config import Params, RegistryConfig, parse_params
 from culturegan.errors import CheckpointError, ConfigError, SourceError
-from culturegan.registry import (
+from culturegan.registry.gate import (
     CHAMPION,
     KEPT,
     PROMOTED,
@@ -26,10 +26,9 @@ from culturegan.registry import (
     Evidence,
     decide,
     evaluation_fingerprint,
-    promote,
-    register_pair,
-    stylize,
 )
+from culturegan.registry.inference import stylize
+from culturegan.registry.mlflow_models import promote, register_pair
 
 PAIR = "photo-inkwash"
 SOURCE, TARGET = "photo", "inkwash"
@@ -700,3 +699,18 @@ def test_register_and_stylize_through_a_tracking_server_with_s3_artifacts(
     assert any(k.endswith("/MLmodel") for k in keys)
     assert not (work / "mlartifacts").exists() and not (work / "mlruns").exists()
     assert secret not in (server_dir / "mlflow_server.log").read_text(errors="replace")
+
+
+def test_the_promotion_gate_is_pure_and_imports_no_mlflow() -> None:
+    import ast
+
+    from culturegan.registry import gate
+
+    tree = ast.parse(Path(gate.__file__).read_text(encoding="utf-8"))
+    names = {
+        alias.name if isinstance(node, ast.Import) else node.module or ""
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not any(n.split(".")[0] in ("mlflow", "torch") for n in names), names

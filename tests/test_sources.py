@@ -19,9 +19,10 @@ import pytest
 from conftest import serving
 
 from culturegan.config import DownloadConfig
-from culturegan.data import sources
+from culturegan.data import archives, s3_source, source_base
 from culturegan.data.manifest import Reason
-from culturegan.data.sources import fetch_source, redact_url
+from culturegan.data.source_base import redact_url
+from culturegan.data.sources import fetch_source
 from culturegan.errors import SourceError
 
 FAST = DownloadConfig(retries=2, backoff_s=0.01, timeout_s=5)
@@ -249,6 +250,27 @@ def test_http_429_and_5xx_give_up_after_the_configured_retries(serve, tmp_path: 
     assert f"{base_url}/ds.zip" in str(err.value) and err.value.hint
 
 
+def test_redirects_are_followed_without_spending_retries_and_retries_log_no_secret(
+    serve, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    payload = make_zip(IMAGES)
+
+    def respond(handler: BaseHTTPRequestHandler, n: int) -> None:
+        if handler.path.startswith("/moved"):
+            send(handler, 302, b"", {"Location": "/ds.zip?sig=t0ken"})
+        else:
+            send(handler, 503, b"busy") if n == 2 else send(handler, 200, payload)
+
+    base_url, hits = serve(respond)
+    cfg = DownloadConfig(retries=1, backoff_s=0.01, timeout_s=5)
+
+    fetched = fetch_source(f"{base_url}/moved.zip?sig=t0ken", tmp_path / "cache", cfg)
+
+    assert len(hits) == 3  # redirect, 503, 200 (retried at the redirected URL)
+    assert files_under(fetched.root) == set(IMAGES)
+    assert "t0ken" not in caplog.text and "retry 1" in caplog.text
+
+
 def drop_mid_body(handler: BaseHTTPRequestHandler, n: int) -> None:
     handler.send_response(200)
     handler.send_header("Content-Length", "5000")
@@ -404,6 +426,24 @@ def test_tar_links_and_devices_are_rejected_and_nothing_lands_outside(
     assert not (tmp_path / "abs_evil.png").exists()
 
 
+def test_tar_members_escaping_the_folder_are_refused_by_the_data_filter(
+    http_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    base_url, www = http_server
+    hostile = {"../evil.png": b"evil", "ds/../../evil2.png": b"evil"}
+    (www / "ds.tar").write_bytes(make_tar({**IMAGES, **hostile}, "w"))
+
+    fetched = fetch_source(f"{base_url}/ds.tar", tmp_path / "cache", FAST)
+
+    assert files_under(fetched.root) == set(IMAGES)
+    rejected = {r.source.split("#", 1)[1]: r for r in fetched.rejects}
+    assert set(rejected) == set(hostile)
+    assert {r.reason for r in rejected.values()} == {Reason.UNSAFE_PATH}
+    if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: tarfile's own check says why
+        assert all("data filter" in r.detail for r in rejected.values())
+    assert not (tmp_path / "evil.png").exists() and not (tmp_path / "cache" / "evil2.png").exists()
+
+
 def test_archive_whose_total_size_exceeds_the_bound_is_refused(http_server, tmp_path: Path) -> None:
     base_url, www = http_server
     (www / "ds.zip").write_bytes(make_zip({"a.png": b"a" * 600, "b.png": b"b" * 600}))
@@ -440,7 +480,7 @@ def test_tar_gz_member_expanding_absurdly_is_stopped_while_streaming(
 ) -> None:
     # Without the read-ahead allowance a 4 MiB member is enough to show the guard at work; with
     # it (production) the guard needs ~85 MB of zeros, too much for a unit test.
-    monkeypatch.setattr(sources, "RAW_READAHEAD_BYTES", 0)
+    monkeypatch.setattr(archives, "RAW_READAHEAD_BYTES", 0)
     base_url, www = http_server
     incompressible = os.urandom(2 << 20)  # a real image barely compresses: it must pass
     (www / "ds.tgz").write_bytes(
@@ -459,7 +499,7 @@ def test_member_larger_than_any_allowed_image_is_rejected_unwritten(
     http_server, tmp_path: Path
 ) -> None:
     base_url, www = http_server
-    big = os.urandom(sources.MEMBER_SLACK_BYTES + 8 * 100 + 1)
+    big = os.urandom(source_base.MEMBER_SLACK_BYTES + 8 * 100 + 1)
     (www / "ds.zip").write_bytes(
         make_zip({**IMAGES, "ds/trainA/huge.png": big}, zipfile.ZIP_STORED)
     )
@@ -511,7 +551,7 @@ def put_objects(bucket: str, objects: dict[str, bytes]) -> None:
 
 def test_s3_client_uses_the_endpoint_from_the_environment(s3_server: str, monkeypatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")  # AWS_ENDPOINT_URL_S3 alone must be enough
-    client = sources._s3_client(FAST)
+    client = s3_source._s3_client(FAST)
     assert client.meta.endpoint_url == s3_server
     assert client.meta.config.retries == {
         "mode": "standard",

@@ -19,7 +19,7 @@ SRC = REPO_ROOT / "src"
 MAX_MODULE_LINES = 1000
 
 # Modules over the ceiling that are being split elsewhere (remove each entry once it is split).
-KNOWN_OVERSIZED = {"culturegan.data.sources"}
+KNOWN_OVERSIZED: set[str] = set()
 
 # Cycles being removed elsewhere (remove each entry once it is gone); nothing may be added here.
 KNOWN_CYCLES: list[list[str]] = []

@@ -184,7 +184,7 @@ def stylize(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Stylise images with a registered model (local sqlite store or a tracking server)."""
-    from culturegan.registry import stylize as run_stylize
+    from culturegan.registry.inference import stylize as run_stylize
 
     _emit(run_stylize(model, inputs, out, _load(params).tracking))
 
@@ -212,7 +212,7 @@ def promote(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Make a version the champion by hand, e.g. after the evaluation set changed."""
-    from culturegan.registry import promote as run_promote
+    from culturegan.registry.mlflow_models import promote as run_promote
 
     _emit(run_promote(_load(params).tracking, name, version, reason))
 

@@ -64,7 +64,7 @@ class Stylizer(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         import torch
 
-        # Written by culturegan.registry from params.yaml's registry section.
+        # Written by culturegan.registry.mlflow_models from params.yaml's registry section.
         config = context.model_config
         self.max_side = int(config["max_side"])
         self.max_images = int(config["max_images"])

@@ -195,7 +195,7 @@ def register_stage(
 
     The model is logged into its training run when that run's id is known.
     """
-    from culturegan.registry import register_pair
+    from culturegan.registry.mlflow_models import register_pair
 
     seed = check_seed(seed)
     model_dir = seed_dir(runs_root, pair, seed)

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 PARENT_RUN_ENV = "CULTUREGAN_PARENT_RUN_ID"
+SAMPLING_INTERVAL_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
 ROLE_TAG = "culturegan.role"
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -405,49 +406,43 @@ def pair_run(
             tags[key] = value
     run_id_file = Path(run_id_file) if run_id_file is not None else None
     resume_id = _resumable_pair_run(client, run_id_file, experiment_id, parent_run_id, pair)
-    # System metrics are started here, not by start_run, to honour the configured interval.
-    if resume_id:
-        active = mlflow.start_run(
-            run_id=resume_id, nested=True, tags=tags, log_system_metrics=False
-        )
-        log.info("resuming MLflow run %s for pair %s", resume_id, pair)
-    else:
-        active = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=pair,
-            parent_run_id=parent_run_id,
-            nested=True,
-            tags=tags,
-            log_system_metrics=False,
-        )
+    # start_run starts the system metrics monitor (resuming its step count on a resumed run);
+    # mlflow.end_run stops it.
+    with _sampling_interval(cfg.system_metrics_interval_s):
+        if resume_id:
+            active = mlflow.start_run(
+                run_id=resume_id,
+                nested=True,
+                tags=tags,
+                log_system_metrics=cfg.log_system_metrics,
+            )
+            log.info("resuming MLflow run %s for pair %s", resume_id, pair)
+        else:
+            active = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=pair,
+                parent_run_id=parent_run_id,
+                nested=True,
+                tags=tags,
+                log_system_metrics=cfg.log_system_metrics,
+            )
     run_id = active.info.run_id
     tracker = MlflowTracker(run_id, uri)
-    monitor = None
     try:
         if run_id_file is not None:
             atomic_write_text(run_id_file, run_id + "\n")
-        if cfg.log_system_metrics:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-            monitor = SystemMetricsMonitor(
-                run_id,
-                sampling_interval=cfg.system_metrics_interval_s,
-                resume_logging=resume_id is not None,
-                tracking_uri=uri,
-            )
-            monitor.start()
         tracker.log_params(params_dict)
         yield tracker
     except BaseException as exc:
         status = _exit_status(exc)
         _quiet_flush(tracker)
         try:
-            _end_pair_run(client, run_id, monitor, status)
+            _end_pair_run(client, run_id, status)
         except Exception:
             log.exception("could not mark MLflow run %s as %s", run_id, status)
         raise
     tracker.flush()
-    _end_pair_run(client, run_id, monitor, "FINISHED")
+    _end_pair_run(client, run_id, "FINISHED")
 
 
 def _quiet_flush(tracker: MlflowTracker) -> None:
@@ -458,11 +453,28 @@ def _quiet_flush(tracker: MlflowTracker) -> None:
         log.exception("could not send the last metrics of MLflow run %s", tracker.run_id)
 
 
-def _end_pair_run(client: MlflowClient, run_id: str, monitor: Any, status: str) -> None:
+@contextlib.contextmanager
+def _sampling_interval(seconds: float) -> Iterator[None]:
+    """tracking.system_metrics_interval_s for the monitor that start_run creates.
+
+    MLflow reads the interval from its environment setting when the monitor starts; one set by
+    the user (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL) still wins, as it does in MLflow.
+    """
     import mlflow
 
-    if monitor is not None:
-        monitor.finish()
+    if os.environ.get(SAMPLING_INTERVAL_ENV):
+        yield
+        return
+    mlflow.set_system_metrics_sampling_interval(seconds)
+    try:
+        yield
+    finally:
+        mlflow.set_system_metrics_sampling_interval(None)
+
+
+def _end_pair_run(client: MlflowClient, run_id: str, status: str) -> None:
+    import mlflow
+
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
         mlflow.end_run(status)

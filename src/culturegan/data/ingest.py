@@ -794,7 +794,7 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
 def _nothing_accepted(
     source: str, scan: _Scan, rejects: list[RejectRow], root: Path, failed_rejects: Path
 ) -> IngestError:
-    from culturegan.data.sources import redact_url
+    from culturegan.data.source_base import redact_url
 
     ignored = f", {scan.ignored} hidden/system file(s) ignored" if scan.ignored else ""
     hint = f"see {failed_rejects} for every file and why it was refused"

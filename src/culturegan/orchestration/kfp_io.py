@@ -178,7 +178,7 @@ def validation_markdown(report: Mapping[str, Any]) -> str:
 
 def evaluation_numbers(result: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """The GAN's metrics of every direction the evaluate stage scored, as {"<direction>.<metric>": v}."""
-    from culturegan.registry import GAN
+    from culturegan.registry.gate import GAN
 
     out: dict[str, float] = {}
     for direction, summary in result.items():

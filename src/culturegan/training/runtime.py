@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from culturegan.errors import ConfigError
 from culturegan.models.losses import ImagePool
@@ -40,11 +39,13 @@ class World:
         grads = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
         if not grads:
             return
-        flat = _flatten_dense_tensors(grads)
+        # One collective for all gradients: a flat copy (reshape follows the logical order, so
+        # channels_last gradients come back in place through copy_).
+        flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
         flat.div_(self.size)
-        for g, synced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-            g.copy_(synced)
+        for g, synced in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(synced.view_as(g))
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's `x` along dim 0, in rank order (the global batch)."""
