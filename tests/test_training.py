@@ -21,17 +21,12 @@ from PIL import Image
 from culturegan.config import Params, parse_params
 from culturegan.data.manifest import ManifestRow, manifest_frame, write_manifest
 from culturegan.errors import CheckpointError, ConfigError
-from culturegan.training import trainer
+from culturegan.training import objectives, trainer
 from culturegan.training.checkpoint import load_generator, read_generator_file
 from culturegan.training.dataset import PairImages, UnpairedSampler, to_unit_range
+from culturegan.training.objectives import build_nets, build_optimizers, train_step
 from culturegan.training.runtime import World, cpu_has_native_bf16, linear_decay, resolve_precision
-from culturegan.training.trainer import (
-    build_nets,
-    build_optimizers,
-    make_runtime,
-    train_pair,
-    train_step,
-)
+from culturegan.training.trainer import make_runtime, train_pair
 
 SIZE = tiny.SIZE
 PAIR = "photo-inkwash"
@@ -83,7 +78,7 @@ def tiny_params(objective: str = "fastcut", **train: Any) -> Params:
     return tiny.tiny_params({"seed": 3, "train": {**TRAIN, "objective": objective}}, {"train": train})
 
 
-def _states(nets: trainer.Nets) -> dict[str, torch.Tensor]:
+def _states(nets: objectives.Nets) -> dict[str, torch.Tensor]:
     return {
         f"{n}.{k}": v.detach().clone()
         for n, m in nets.named().items()
@@ -95,7 +90,7 @@ PROBE = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(99)
 
 
 @torch.no_grad()
-def _outputs(nets: trainer.Nets) -> dict[str, torch.Tensor]:
+def _outputs(nets: objectives.Nets) -> dict[str, torch.Tensor]:
     """What each network computes on a fixed probe: compared instead of raw weights, because a
     conv bias right before an affine-free InstanceNorm has a mathematically zero gradient, so
     Adam turns rounding noise there into updates that change nothing downstream."""
@@ -198,7 +193,7 @@ def test_discriminator_learns_to_separate_trivially_different_images():
     for _ in range(30):
         opts.d.zero_grad()
         loss = (
-            trainer._gan_loss(nets.d(fake), False) + trainer._gan_loss(nets.d(real_b), True)
+            objectives._gan_loss(nets.d(fake), False) + objectives._gan_loss(nets.d(real_b), True)
         ) * 0.5
         loss.backward()
         opts.d.step()
@@ -686,7 +681,7 @@ def test_batch_norm_becomes_sync_batch_norm_only_with_several_processes(objectiv
     cfg = tiny_params(objective, generator={"norm": "batch"}, discriminator={"norm": "batch"}).train
 
     def nets_and_layers():
-        nets = trainer.build_nets(cfg)
+        nets = objectives.build_nets(cfg)
         return nets, [x for m in nets.named().values() for x in m.modules()]
 
     nets, _ = nets_and_layers()

@@ -20,16 +20,15 @@ import torch
 
 from culturegan.config import Params, TrainConfig
 from culturegan.training.dataset import UnpairedSampler, load_pair
-from culturegan.training.runtime import Runtime, World, resolve_precision
-from culturegan.training.trainer import (
+from culturegan.training.objectives import (
     Nets,
     Optimizers,
     build_nets,
     build_optimizers,
-    check_sizes,
-    make_runtime,
     train_step,
 )
+from culturegan.training.runtime import Runtime, World, resolve_precision
+from culturegan.training.trainer import check_sizes, make_runtime
 
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # step index -> (real_a, real_b)
 
