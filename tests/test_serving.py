@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -157,7 +158,19 @@ def raw_request(url: str, head: str, body: bytes = b"") -> tuple[socket.socket, 
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=30)
     sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
-    return sock, sock.recv(1 << 16)
+    raw = b""
+    # The head and the body of the answer may come in separate segments: read until the body
+    # that Content-Length announces is complete, or the server closes.
+    while True:
+        head_end = raw.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", raw[:head_end])
+            if length and len(raw) - head_end - 4 >= int(length.group(1)):
+                return sock, raw
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return sock, raw
+        raw += chunk
 
 
 def status_and_json(raw: bytes) -> tuple[int, dict[str, Any]]:

@@ -85,7 +85,9 @@ def _sanitised(body: bytes, content_type: str) -> tuple[bytes, str]:
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, body_complete: bool) -> None:
+        super().__init__()
+        self.body_complete = body_complete  # whether the body's last message has arrived
 
 
 class RequestGuard:
@@ -117,7 +119,11 @@ class RequestGuard:
             # No length (chunked): read it here, up to the limit, and hand the app what was read.
             try:
                 body = await _read_limited(receive, self.max_body_bytes)
-            except _TooLarge:
+            except _TooLarge as err:
+                # Read the rest and drop it (up to MAX_DRAIN_BYTES), as for a declared length, so a
+                # client that sends before it reads gets the 413 rather than a reset connection.
+                if not err.body_complete:
+                    await _drain(receive, MAX_DRAIN_BYTES)
                 await self._refuse_size(send, "a chunked body")
                 return
             receive = _replay(body, receive)
@@ -141,10 +147,15 @@ class RequestGuard:
         await send({"type": "http.response.body", "body": body})
 
 
-async def _drain(receive: Receive) -> None:
+async def _drain(receive: Receive, limit: int | None = None) -> None:
+    """Receive and drop the rest of a request body (at most `limit` more bytes when given)."""
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+        size += len(message.get("body", b""))
+        if limit is not None and size > limit:
             return
 
 
@@ -157,7 +168,7 @@ async def _read_limited(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _TooLarge
+            raise _TooLarge(body_complete=not message.get("more_body", False))
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
