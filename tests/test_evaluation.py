@@ -552,3 +552,23 @@ def test_without_a_truth_the_damaged_source_is_scored_as_a_control(tmp_path: Pat
     assert noise["content_ssim"] < 0.9 and blur["content_ssim"] < 0.99
     # damage is not a transfer into ink wash: far below the true renderings' gain on this data
     assert noise["kid_classifier_relative_gain"] < 0.5 and blur["kid_classifier_relative_gain"] < 0.5
+
+
+def test_damage_augment_blurs_or_noises_a_share_of_images_and_zero_changes_nothing():
+    from culturegan.evaluation.classifier import _damage
+
+    x = torch.from_numpy(scenes("ukiyoe", range(8))).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    gen = torch.Generator().manual_seed(0)
+    assert _damage(x, 0.0, gen) is x
+    state = gen.get_state()
+    assert torch.equal(gen.get_state(), state)  # p = 0 draws nothing: the default classifier is unchanged
+    out = _damage(x, 1.0, gen)
+    assert out.shape == x.shape and out.min() >= -1.0 and out.max() <= 1.0
+    hf_in = imageops.high_frequency_share(((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    hf_out = imageops.high_frequency_share(((out + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    smoother, noisier = hf_out < hf_in * 0.8, hf_out > hf_in * 1.2
+    assert (smoother | noisier).all()  # every image is damaged one way or the other
+    assert smoother.any() and noisier.any()
+    half = _damage(x, 0.5, torch.Generator().manual_seed(1))
+    same = [torch.equal(half[i], x[i]) for i in range(len(x))]
+    assert 0 < sum(same) < len(x)

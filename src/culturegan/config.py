@@ -368,6 +368,13 @@ class ClassifierConfig(_Strict):
         description="probability that a training image takes the per-channel colour histogram of another"
         " random training image (any style): colour alone then cannot decide the style",
     )
+    damage_augment: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability that a training image is blurred or given noise, keeping its style label:"
+        " damage then does not read as a move towards another style (real art: params/realart.yaml)",
+    )
 
 
 class GatysConfig(_Strict):
