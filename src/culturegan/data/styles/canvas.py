@@ -160,6 +160,34 @@ class LabelledCanvas:
         getattr(self.draw, kind)(xy, fill=rgb(colour))
         getattr(self._label_draw, kind)(xy, fill=label)
 
+    def hut_and_boats(
+        self, g: Geom, scene: Scene, wall: Any, roof: Any, sail: Any, hull: Any, eave: float, ridge: float
+    ) -> None:
+        """The scene's hut (a wall and a roof reaching `eave` x its width out and `ridge` x its
+        height up) and its boats (a hull, and a sail when it has one) as flat outlined shapes."""
+        if scene.hut is not None:
+            hu = scene.hut
+            x, y, w, h = g.px(hu.x), g.px(hu.y), g.px(hu.width), g.px(hu.height)
+            self.shape("rectangle", [x - w / 2, y - h * 0.6, x + w / 2, y], wall)
+            self.shape(
+                "polygon",
+                [(x - w * eave, y - h * 0.55), (x, y - h * ridge), (x + w * eave, y - h * 0.55)],
+                roof,
+            )
+        for b in scene.boats:
+            x, y, L = g.px(b.x), g.px(b.y), g.px(b.length)
+            if b.sail:
+                self.shape(
+                    "polygon",
+                    [(x, y - L * 0.85), (x, y - L * 0.2), (x + b.heading * L * 0.36, y - L * 0.2)],
+                    sail,
+                )
+            self.shape(
+                "polygon",
+                [(x - L / 2, y - L * 0.16), (x + L / 2, y - L * 0.16), (x + L * 0.36, y), (x - L * 0.36, y)],
+                hull,
+            )
+
     def outlined(self, colour: np.ndarray, width: int) -> np.ndarray:
         """The colour image as float32 (H, W, 3) with `colour` lines `width` px wide between areas."""
         img = np.asarray(self.image, dtype=np.float32).copy()

@@ -95,33 +95,7 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
         x, y, h, w = tree_px(g, tr)
         shape("rectangle", [x - w * 0.08, y - h * 0.5, x + w * 0.08, y], P["rock_dark"])
         shape("ellipse", [x - w / 2, y - h, x + w / 2, y - h * 0.4], P["green"])
-    if scene.hut is not None:
-        hu = scene.hut
-        x, y, w, h = g.px(hu.x), g.px(hu.y), g.px(hu.width), g.px(hu.height)
-        shape("rectangle", [x - w / 2, y - h * 0.6, x + w / 2, y], P["white"])
-        shape(
-            "polygon",
-            [(x - w * 0.6, y - h * 0.55), (x, y - h * 1.1), (x + w * 0.6, y - h * 0.55)],
-            P["vermilion"],
-        )
-    for b in scene.boats:
-        x, y, L = g.px(b.x), g.px(b.y), g.px(b.length)
-        if b.sail:
-            shape(
-                "polygon",
-                [(x, y - L * 0.85), (x, y - L * 0.2), (x + b.heading * L * 0.36, y - L * 0.2)],
-                P["white"],
-            )
-        shape(
-            "polygon",
-            [
-                (x - L / 2, y - L * 0.16),
-                (x + L / 2, y - L * 0.16),
-                (x + L * 0.36, y),
-                (x - L * 0.36, y),
-            ],
-            P["vermilion"],
-        )
+    canvas.hut_and_boats(g, scene, P["white"], P["vermilion"], P["white"], P["vermilion"], eave=0.6, ridge=1.1)
 
     img = canvas.outlined(P["outline"], max(2, round(S / 64)))
     # Pointed-arch (ogival) frame: outside two circular arcs meeting at the apex is the frame.

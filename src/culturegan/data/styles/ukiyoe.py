@@ -119,33 +119,7 @@ def render(scene: Scene, size: int, rng: np.random.Generator) -> np.ndarray:
                 shape("ellipse", [x - hw, cy - h * 0.1, x + hw, cy + h * 0.06], P["dark_green"])
         else:
             shape("ellipse", [x - w / 2, y - h, x + w / 2, y - h * 0.35], P["green"])
-    if scene.hut is not None:
-        hu = scene.hut
-        x, y, w, h = g.px(hu.x), g.px(hu.y), g.px(hu.width), g.px(hu.height)
-        shape("rectangle", [x - w / 2, y - h * 0.6, x + w / 2, y], P["paper"])
-        shape(
-            "polygon",
-            [(x - w * 0.65, y - h * 0.55), (x, y - h * 1.05), (x + w * 0.65, y - h * 0.55)],
-            P["vermilion"],
-        )
-    for b in scene.boats:
-        x, y, L = g.px(b.x), g.px(b.y), g.px(b.length)
-        if b.sail:
-            shape(
-                "polygon",
-                [(x, y - L * 0.85), (x, y - L * 0.2), (x + b.heading * L * 0.36, y - L * 0.2)],
-                P["paper"],
-            )
-        shape(
-            "polygon",
-            [
-                (x - L / 2, y - L * 0.16),
-                (x + L / 2, y - L * 0.16),
-                (x + L * 0.36, y),
-                (x - L * 0.36, y),
-            ],
-            P["ochre"],
-        )
+    canvas.hut_and_boats(g, scene, P["paper"], P["vermilion"], P["paper"], P["ochre"], eave=0.65, ridge=1.05)
 
     # Title cartouche: a tall rectangle in the emptier top corner, with a column of text.
     cw, ch = int(0.1 * S), int(0.3 * S)
