@@ -16,8 +16,8 @@ from culturegan.evaluation.culture import (
     VIEWS,
     combine,
     culture_distance,
-    culture_stage,
     plot_heatmaps,
+    write_culture,
 )
 
 
@@ -105,7 +105,7 @@ def test_without_a_classifier_the_classifier_view_is_left_out(bench):
 
 def test_culture_stage_writes_json_and_a_heatmap_png(tmp_path: Path, bench, result):
     params, data, clf = bench
-    out = culture_stage(params, data, clf, tmp_path)
+    out = write_culture(params, data, clf, tmp_path)
     written = json.loads(Path(out["json"]).read_text())
     np.testing.assert_allclose(
         written["views"]["colour"]["matrix"], result["views"]["colour"]["matrix"]

@@ -16,7 +16,7 @@ from PIL import Image
 from test_analysis import STYLES4, culture_dict, distinct_matrix, fake_record, params
 
 from culturegan.config import Params, TrackingConfig
-from culturegan.evaluation.analysis import analyze_records, analyze_stage
+from culturegan.evaluation.analysis import analyze_records, write_analysis
 from culturegan.evaluation.report import fmt, log_report_to_mlflow, render_report
 
 
@@ -289,7 +289,7 @@ def test_every_directed_pair_lists_its_training_run_the_reverse_of_a_cyclegan_in
     culture = tmp_path / "culture" / "culture.json"
     culture.parent.mkdir()
     culture.write_text(json.dumps(culture_dict(STYLES4, distinct_matrix(4)), default=list))
-    summary = analyze_stage(params(), eval_root, culture, None, runs_root, tmp_path / "report")
+    summary = write_analysis(params(), eval_root, culture, None, runs_root, tmp_path / "report")
 
     analysis = json.loads((tmp_path / "report" / "analysis.json").read_text())
     trained = {"photo-inkwash/seed0": "aaaa0000", "photo-inkwash/seed1": "bbbb1111"}
@@ -334,11 +334,11 @@ def test_report_folder_is_logged_to_mlflow_as_artifacts(
 
 
 def test_the_stage_on_real_evaluate_outputs_of_a_tiny_benchmark(tmp_path: Path):
-    """prepare -> classifier -> culture -> evaluate (3 pairs, a colour-shift 'GAN', 2 seeds) -> analyze_stage."""
+    """prepare -> classifier -> culture -> evaluate (3 pairs, a colour-shift 'GAN', 2 seeds) -> write_analysis."""
     from culturegan.data.synthetic import prepare_synthetic
     from culturegan.evaluation.baselines import reinhard
     from culturegan.evaluation.classifier import train_style_classifier
-    from culturegan.evaluation.culture import culture_stage
+    from culturegan.evaluation.culture import write_culture
     from culturegan.evaluation.evaluate import evaluate_pair
     from culturegan.evaluation.imageset import load_split
 
@@ -366,7 +366,7 @@ def test_the_stage_on_real_evaluate_outputs_of_a_tiny_benchmark(tmp_path: Path):
     data = tmp_path / "data"
     prepare_synthetic(base, data)
     clf = train_style_classifier(base, data, tmp_path / "clf")
-    culture_stage(base, data, Path(clf["classifier"]), tmp_path / "culture")
+    write_culture(base, data, Path(clf["classifier"]), tmp_path / "culture")
     for pair in ("photo-inkwash", "photo-ukiyoe", "inkwash-photo"):
         refs = load_split(data, pair.split("-")[1], "train").images
         for seed in (0, 1):
@@ -391,7 +391,7 @@ def test_the_stage_on_real_evaluate_outputs_of_a_tiny_benchmark(tmp_path: Path):
     (tmp_path / "runs" / "photo-ukiyoe" / "seed1").mkdir(parents=True)
     (tmp_path / "runs" / "photo-ukiyoe" / "seed1" / "run_id.txt").write_text("cafe01\n")
 
-    summary = analyze_stage(
+    summary = write_analysis(
         base,
         tmp_path / "eval",
         tmp_path / "culture" / "culture.json",
@@ -423,6 +423,6 @@ def test_the_stage_without_metrics_files_is_a_source_error(tmp_path: Path):
     from culturegan.errors import SourceError
 
     with pytest.raises(SourceError, match="no metrics.json under"):
-        analyze_stage(
+        write_analysis(
             Params(), tmp_path, tmp_path / "culture.json", None, tmp_path / "runs", tmp_path / "out"
         )

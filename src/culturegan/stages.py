@@ -40,9 +40,9 @@ def culture_stage(
 ) -> dict[str, Any]:
     """The cultural distance matrix from real held-out images, fixed before any GAN is trained."""
     from culturegan.evaluation.classifier import CLASSIFIER_FILE
-    from culturegan.evaluation.culture import culture_stage as run_culture
+    from culturegan.evaluation.culture import write_culture
 
-    return run_culture(params, Path(data_root), Path(classifier_dir) / CLASSIFIER_FILE, Path(out_dir))
+    return write_culture(params, Path(data_root), Path(classifier_dir) / CLASSIFIER_FILE, Path(out_dir))
 
 
 def seed_dir(root: Path, pair: str, seed: int) -> Path:
@@ -239,11 +239,11 @@ def analyze_stage(
     With `track`, the report goes to the pipeline's parent MLflow run, which is then ended: the
     next execution of the pipeline starts a new parent.
     """
-    from culturegan.evaluation.analysis import analyze_stage as run_analysis
+    from culturegan.evaluation.analysis import write_analysis
     from culturegan.evaluation.classifier import CLASSIFIER_REPORT
     from culturegan.evaluation.culture import CULTURE_JSON
 
-    result = run_analysis(
+    result = write_analysis(
         params,
         Path(eval_root),
         Path(culture_dir) / CULTURE_JSON,

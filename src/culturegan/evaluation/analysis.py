@@ -348,7 +348,7 @@ def pair_run_ids(
     }
 
 
-def analyze_stage(
+def write_analysis(
     params: Params,
     eval_root: Path,
     culture_file: Path,

@@ -212,7 +212,7 @@ def plot_heatmaps(result: dict[str, Any], out_png: Path) -> Path:
     return out_png
 
 
-def culture_stage(
+def write_culture(
     params: Params, data_root: Path, classifier_path: Path | None, out_dir: Path
 ) -> dict[str, Any]:
     """Write `out_dir/culture.json` and `out_dir/culture.png`; returns the paths and the style list."""

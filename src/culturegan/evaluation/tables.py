@@ -149,7 +149,7 @@ def distance_views(culture: dict[str, Any]) -> list[tuple[str, np.ndarray, list[
 
 
 def check_culture(culture: dict[str, Any], origin: str) -> None:
-    hint = "re-run the culture stage (culture.json from culture_stage)"
+    hint = "re-run the culture stage (culture.json from stages.culture_stage)"
     if not isinstance(culture.get("styles"), list) or not isinstance(culture.get("combined"), dict):
         raise SourceError(f"{origin}: keys 'styles' and 'combined' are missing", hint=hint)
     for view, matrix, styles in distance_views(culture):
