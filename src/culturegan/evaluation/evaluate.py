@@ -255,7 +255,6 @@ def evaluate_pair(
         src_a, truth_a = tiled(src.images[ia]), tiled(tgt.images[ib])
         for name, out in control_outputs(src.images[ia], tgt.images[ib], refs.images, params.seed).items():
             controls[name] = score(tiled(out), src_a, train_ref, (np.arange(len(src_a)), truth_a))
-
     else:
         # Real data has no truth, but two outputs that are certainly not style transfers still
         # test the metrics: the source with noise and the source blurred, scored like the methods.
