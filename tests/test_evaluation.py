@@ -491,6 +491,7 @@ def test_tiles_cut_each_image_into_its_non_overlapping_squares_in_order():
     np.testing.assert_array_equal(t[2], images[0, 2:4, 0:2])
     np.testing.assert_array_equal(t[6], images[1, 0:2, 0:2])
     assert imageops.tiles(images, 4).shape == (2, 4, 4, 3)  # the remainder rows are cut off
+    assert imageops.tiles(images, None) is images  # no tile size: the whole images are the units
     with pytest.raises(ValueError, match="larger than"):
         imageops.tiles(images, 8)
 

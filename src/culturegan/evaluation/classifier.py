@@ -194,8 +194,7 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
 
     def samples(split: str) -> list[np.ndarray]:
         """Per style: its images, or their fixed tiles when evaluation scores tiles (same scale)."""
-        sets = [load_split(data_root, s, split).images for s in styles]
-        return sets if tile is None else [tiles(x, tile) for x in sets]
+        return [tiles(load_split(data_root, s, split).images, tile) for s in styles]
 
     train, test = samples("train"), samples("test")
     x_train = to_input(np.concatenate(train), cfg.input_size)

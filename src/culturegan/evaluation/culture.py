@@ -160,7 +160,7 @@ def culture_distance(
         features = load_classifier(Path(classifier_path), params.evaluation.batch_size).features
         tile = params.evaluation.tile_size
         # The classifier learnt (and evaluation scores) tiles when tile_size is set: same scale here.
-        feature_fn = features if tile is None else (lambda x: features(imageops.tiles(x, tile)))
+        feature_fn = lambda x: features(imageops.tiles(x, tile))
     matrices, scalars = culture_views(images, params.evaluation.culture, feature_fn)
     combined, scales = combine(matrices)
     return {

@@ -150,15 +150,15 @@ def evaluate_pair(
     # Scoring runs on fixed tiles when evaluation.tile_size is set (few large paintings: many
     # samples, at the scale the GAN was trained on); every method translates whole images first.
     tile = cfg.tile_size
-    per_image = 1 if tile is None else (src.images.shape[1] // tile) * (src.images.shape[2] // tile)
 
     def tiled(images: np.ndarray) -> np.ndarray:
-        return images if tile is None else imageops.tiles(images, tile)
+        return imageops.tiles(images, tile)
+
+    src_t, tgt_t, refs_t = tiled(src.images), tiled(tgt.images), tiled(refs.images)
+    per_image = len(src_t) // len(src)
 
     def tile_index(index: np.ndarray) -> np.ndarray:
         return (np.asarray(index)[:, None] * per_image + np.arange(per_image)[None, :]).reshape(-1)
-
-    src_t, tgt_t, refs_t = tiled(src.images), tiled(tgt.images), tiled(refs.images)
 
     methods, skipped = make_baselines(cfg, params.seed)
     if translate is not None:

@@ -142,9 +142,12 @@ def high_frequency_share(images: np.ndarray, band: float = 0.75) -> np.ndarray:
     return power[:, high].sum(axis=1) / np.maximum(total, 1e-12)
 
 
-def tiles(images: np.ndarray, size: int) -> np.ndarray:
+def tiles(images: np.ndarray, size: int | None) -> np.ndarray:
     """The non-overlapping `size` x `size` tiles of every image, row by row, image after image:
-    (N, H, W, C) -> (N * (H // size) * (W // size), size, size, C). A remainder is cut off."""
+    (N, H, W, C) -> (N * (H // size) * (W // size), size, size, C). A remainder is cut off.
+    `size` None (evaluation.tile_size null) keeps the whole images: they are the units scored."""
+    if size is None:
+        return images
     n, h, w, c = images.shape
     ny, nx = h // size, w // size
     if ny == 0 or nx == 0:
