@@ -19,8 +19,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from culturegan.config import Params
-from culturegan.data import ingest as ingest_mod
-from culturegan.data.ingest import ingest
+from culturegan.data import ingest_workers
+from culturegan.data.dedupe import _near_pairs, dedupe
+from culturegan.data.ingest import FAILED_REJECTS_NAME, ingest
+from culturegan.data.journal import JOURNAL_NAME
 from culturegan.data.manifest import Reason, read_manifest, read_rejects
 from culturegan.data.prepare import prepare
 from culturegan.errors import ConfigError, IngestError
@@ -95,7 +97,7 @@ def rejects_by_name(root: Path) -> dict[str, str]:
 def count_decodes(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -> list[int]:
     """Count calls of the decoder (workers=1 runs in-process); optionally die at call `fail_at`."""
     calls = [0]
-    real = ingest_mod.decode_normalised
+    real = ingest_workers.decode_normalised
 
     def counting(data: bytes, opts: object) -> Image.Image:
         calls[0] += 1
@@ -103,7 +105,7 @@ def count_decodes(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -
             raise RuntimeError("simulated kill")
         return real(data, opts)
 
-    monkeypatch.setattr(ingest_mod, "decode_normalised", counting)
+    monkeypatch.setattr(ingest_workers, "decode_normalised", counting)
     return calls
 
 
@@ -349,7 +351,7 @@ def test_source_without_any_image_raises_ingest_error(tmp_path: Path) -> None:
     write(texts / "inkwash" / "b.jpg", b"")
     with pytest.raises(IngestError, match="no image of .* was accepted") as err:
         run(make_params(tmp_path, texts))
-    failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
+    failed = tmp_path / "cache" / FAILED_REJECTS_NAME
     assert str(failed) in err.value.hint
     assert not (tmp_path / "data" / "rejects.csv").exists()  # the data root is left alone
     got = pd.read_csv(failed, dtype=str, keep_default_na=False)
@@ -407,7 +409,7 @@ def test_a_source_without_any_accepted_image_is_one_error_and_changes_nothing(
     }
     for style in ("photo", "inkwash"):
         save(shapes_image(77), tmp_path / "ambiguous" / style / "same.png")
-    failed = tmp_path / "cache" / ingest_mod.FAILED_REJECTS_NAME
+    failed = tmp_path / "cache" / FAILED_REJECTS_NAME
     for name, source in sources.items():
         with pytest.raises(IngestError) as err:
             prepare(make_params(tmp_path, source))
@@ -546,7 +548,7 @@ def test_dedupe_keeps_train_over_test_whatever_the_origin_order() -> None:
         row("z/train.png", "train", "00000000000000fe", "2"),
         row("m/far.png", "train", "ffffffffffff0000", "3"),
     ]
-    dropped = ingest_mod.dedupe(accepted, max_bits=4)
+    dropped = dedupe(accepted, max_bits=4)
     assert list(dropped) == [0]
     assert (
         dropped[0][0] == Reason.LEAK
@@ -560,7 +562,7 @@ def test_near_pairs_match_brute_force_across_chunk_boundaries() -> None:
     hashes = rng.integers(0, 2**63, 3000, dtype=np.uint64)  # 3000 rows: several chunks
     hashes[2999] = hashes[0] ^ np.uint64(0b101)  # a pair far apart, in different chunks
     hashes[1500] = hashes[1499] ^ np.uint64(1)
-    got = ingest_mod._near_pairs(hashes, 12)
+    got = _near_pairs(hashes, 12)
     dist = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
     i, j = np.nonzero(np.tril(dist <= 12, k=-1))
     expected: dict[int, list[tuple[int, int]]] = {}
@@ -669,7 +671,7 @@ def test_rerun_is_idempotent_and_decodes_nothing(
     assert (root / "manifest.parquet").read_bytes() == manifest
     assert (root / "rejects.csv").read_bytes() == rejects
     assert tree_state(root / "styles") == pngs  # same bytes and same mtimes: nothing rewritten
-    journal = tmp_path / "cache" / ingest_mod.JOURNAL_NAME
+    journal = tmp_path / "cache" / JOURNAL_NAME
     assert len(journal.read_text().splitlines()) == 8
 
 

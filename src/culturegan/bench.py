@@ -55,7 +55,8 @@ def bench_ingest(
     Also times a rerun, which the journal should make much faster (nothing is decoded).
     """
     from culturegan.config import Params
-    from culturegan.data.ingest import _pool_size, ingest
+    from culturegan.data.ingest import ingest
+    from culturegan.data.ingest_workers import pool_size
 
     with tempfile.TemporaryDirectory(dir=tmp) as work_dir:
         work = Path(work_dir)
@@ -87,6 +88,6 @@ def bench_ingest(
         "images_per_s": round(n / seconds, 1),
         "rerun_seconds": round(rerun, 3),
         "accepted": summary["accepted"],
-        "workers": _pool_size(workers),
+        "workers": pool_size(workers),
         "cpu": cpu_info(),
     }

@@ -1,0 +1,69 @@
+"""The ingest journal (`data.cache_dir/ingest-journal.jsonl`): every file's result, one JSON line.
+
+A line holds the file's origin, the sha256 of its bytes, the task key (what else the result
+depends on: ingest_workers._task_key) and the result's fields, so a rerun, or a run after a kill,
+takes a file's result from here instead of decoding it again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from culturegan.fileio import atomic_path
+
+JOURNAL_NAME = "ingest-journal.jsonl"
+
+
+_RESULT_FIELDS = (
+    "status",
+    "split",
+    "reason",
+    "detail",
+    "path",
+    "width",
+    "height",
+    "mode",
+    "phash",
+    "intensity_std",
+)
+
+
+def read_journal(path: Path) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """(origin, task key) -> sha256 -> result; a line cut short by a kill is skipped."""
+    known: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    if not path.is_file():
+        return known
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+                known[(entry["origin"], entry["key"])][entry["sha256"]] = entry["result"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return known
+
+
+def journal_line(key: str, res: dict[str, Any]) -> str:
+    result = {k: res[k] for k in _RESULT_FIELDS if k in res}
+    return json.dumps(
+        {"origin": res["origin"], "sha256": res["sha256"], "key": key, "result": result},
+        sort_keys=True,
+    )
+
+
+def compact_journal(path: Path) -> None:
+    """Keep one line per (origin, key, sha256) so reruns do not grow the journal without bound."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    latest: dict[tuple[str, str, str], str] = {}
+    for line in lines:
+        try:
+            e = json.loads(line)
+            latest[(e["origin"], e["key"], e["sha256"])] = line
+        except (ValueError, KeyError, TypeError):
+            continue
+    if len(latest) != len(lines):
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(v + "\n" for v in latest.values()), encoding="utf-8")
