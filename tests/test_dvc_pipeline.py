@@ -95,6 +95,19 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
     assert "reports/analysis.json" in shown and not [k for k, v in shown.items() if "error" in v]
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert "train.seeds" not in lock["train@photo-inkwash-0"]["params"]["params.yaml"]
+    # MLflow: each stage process found the open parent run of this clone (nothing passed between
+    # them); every training nests under it, and analyze ended it
+    from mlflow import MlflowClient
+
+    from culturegan.tracking import WORKSPACE_TAG, workspace
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    (parent,) = [r for r in runs if r.data.tags.get("culturegan.role") == "pipeline"]
+    assert parent.info.status == "FINISHED" and parent.data.tags[WORKSPACE_TAG] == workspace(project)
+    trained = [r for r in runs if r.data.tags.get("culturegan.role") == "pair"]
+    assert len(trained) == 2 and {r.data.tags["mlflow.parentRunId"] for r in trained} == {parent.info.run_id}
+    assert not list(project.rglob("mlflow_parent_run_id.txt"))
 
     again = _run(["dvc", "repro"], project)
     assert "didn't change" in again.stdout and "Running stage" not in again.stdout

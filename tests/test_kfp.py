@@ -454,7 +454,12 @@ def test_exit_step_marks_an_open_parent_run_failed_and_leaves_a_finished_one(
     from mlflow import MlflowClient
 
     from culturegan.orchestration import components as c
-    from culturegan.tracking import PARENT_RUN_ENV, finish_run
+    from culturegan.tracking import (
+        PARENT_RUN_ENV,
+        WORKSPACE_TAG,
+        finish_run,
+        start_or_resume_parent,
+    )
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -468,6 +473,10 @@ def test_exit_step_marks_an_open_parent_run_failed_and_leaves_a_finished_one(
     assert done != open_
     assert client.get_run(open_).data.tags[kfp_io.KFP_RUN_TAG] == "run-bad"
     assert client.get_run(open_).info.run_name == "culturegan-bad"
+    # the step hands the id to every task itself: the run has no workspace, so a DVC stage run in
+    # this directory starts its own parent instead of nesting under the pipeline's open one
+    assert WORKSPACE_TAG not in client.get_run(open_).data.tags
+    assert start_or_resume_parent(params.tracking, params) not in (done, open_)
     finish_run(params.tracking, done)  # what analyze does at the end of a good run
 
     class Status:  # dsl.PipelineTaskFinalStatus as the executor passes it

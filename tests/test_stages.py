@@ -178,3 +178,58 @@ def test_evaluation_sampling_ignores_the_training_seed_which_changes_only_the_ga
         assert numbers == {k: v for k, v in second["methods"][method].items() if k != "seconds"}, method
     assert first["controls"] == second["controls"]
 
+
+
+def test_stages_in_separate_calls_share_the_workspace_parent_run_until_analyze_ends_it(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """No id is handed from stage to stage (DVC runs each in its own process): every stage finds
+    the open parent run of its workspace in MLflow; analyze ends it, so the next execution starts
+    a new one. A killed training resumes in its own pair run, under the same parent."""
+    from mlflow import MlflowClient
+
+    from culturegan import tracking
+    from culturegan.evaluation import analysis
+    from culturegan.training import trainer
+
+    client = MlflowClient(params.tracking.tracking_uri)
+    runs = tmp_path / "runs"
+    monkeypatch.chdir(tmp_path)
+    real_train = trainer.train_pair
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(trainer, "train_pair", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
+    crashed = (stages.checkpoint_dir(params, "photo-inkwash", 0) / "run_id.txt").read_text().strip()
+    parent = client.get_run(crashed).data.tags["mlflow.parentRunId"]
+    monkeypatch.setattr(trainer, "train_pair", real_train)
+
+    first = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
+    assert (first["mlflow_run_id"], first["mlflow_parent_run_id"]) == (crashed, parent), "resumed"
+    second = stages.train_stage(params, "photo-inkwash", 1, params.data.root, runs)
+    assert second["mlflow_parent_run_id"] == parent and second["mlflow_run_id"] != crashed
+    top = client.get_run(parent)
+    assert top.info.status == "RUNNING" and top.data.tags[tracking.WORKSPACE_TAG] == tracking.workspace()
+    assert not list(tmp_path.rglob("mlflow_parent_run_id.txt")), "no id file under .staging"
+
+    def report(params, eval_root, culture_json, classifier_report, runs_root, out_dir):
+        (out_dir / "index.html").parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / "index.html").write_text("<html></html>")
+        return {}
+
+    monkeypatch.setattr(analysis, "write_analysis", report)
+    analyzed = stages.analyze_stage(params, runs, out_dir=tmp_path / "report")
+    assert analyzed["mlflow_parent_run_id"] == parent
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert "report/index.html" in {a.path for a in client.list_artifacts(parent, "report")}
+
+    again = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
+    assert again["mlflow_parent_run_id"] != parent, "the next execution gets a new parent"
+    assert again["mlflow_run_id"] != crashed
+    # another working copy sharing the tracking store does not take this one's open parent
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")
+    assert tracking.start_or_resume_parent(params.tracking, params) != again["mlflow_parent_run_id"]

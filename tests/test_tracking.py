@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from culturegan.tracking import (
     DEFAULT_TRACKING_URI,
     MAX_PARAM_VALUE_LENGTH,
     PARENT_RUN_ENV,
+    WORKSPACE_TAG,
     MlflowTracker,
     configure,
     finish_run,
@@ -24,6 +26,8 @@ from culturegan.tracking import (
     pair_run,
     resolve_tracking_uri,
     start_or_resume_parent,
+    start_parent,
+    workspace,
 )
 
 
@@ -104,7 +108,7 @@ def test_pair_run_nests_under_parent_with_tags_flat_params_metrics_and_artifact(
 
     sample = tmp_path / "sample.png"
     sample.write_bytes(b"\x89PNG fake image bytes")
-    parent_id = start_or_resume_parent(cfg, Params(), tmp_path / "parent_run_id.txt")
+    parent_id = start_or_resume_parent(cfg, Params())
     with pair_run(
         cfg,
         parent_id,
@@ -191,7 +195,7 @@ def test_unfinished_pair_run_is_resumed_in_the_same_run(
     cfg: TrackingConfig, tmp_path: Path, left_behind: str
 ) -> None:
     run_id_file = tmp_path / "out" / "photo2ukiyoe" / "run_id.txt"
-    parent_id = start_or_resume_parent(cfg, Params(), tmp_path / "parent_run_id.txt")
+    parent_id = start_or_resume_parent(cfg, Params())
     params = {"train": {"epochs": 2}}
     if left_behind == "FAILED":
         with (
@@ -243,30 +247,82 @@ def test_pair_run_of_another_pair_or_parent_is_not_resumed(
         pair_run(cfg, None, "photo2ukiyoe", {}, run_id_file=run_id_file) as crashed,
     ):
         raise RuntimeError("crash")
-    parent_id = start_or_resume_parent(cfg, Params(), tmp_path / "parent_run_id.txt")
+    parent_id = start_or_resume_parent(cfg, Params())
     with pair_run(cfg, parent_id, "photo2ukiyoe", {}, run_id_file=run_id_file) as new_parent:
         pass
     assert new_parent.run_id != crashed.run_id
 
 
-def test_start_or_resume_parent_reuses_the_file_id_until_finished_and_env_wins(
+def test_the_parent_run_is_the_open_one_of_the_workspace_until_finished_and_env_wins(
     cfg: TrackingConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    id_file = tmp_path / "state" / "parent_run_id.txt"
-    first = start_or_resume_parent(cfg, Params(), id_file)
-    assert id_file.read_text().strip() == first
-    assert _client(cfg).get_run(first).info.status == "RUNNING"
-    assert start_or_resume_parent(cfg, Params(), id_file) == first
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    monkeypatch.chdir(clone)
+    first = start_or_resume_parent(cfg, Params())
+    run = _client(cfg).get_run(first)
+    assert run.info.status == "RUNNING" and run.data.tags["culturegan.role"] == "pipeline"
+    assert (
+        run.data.tags[WORKSPACE_TAG] == workspace() == f"{socket.gethostname()}:{clone.resolve()}"
+    )
+    assert start_or_resume_parent(cfg, Params()) == first, "derived from MLflow, not remembered"
+    assert not [p for p in tmp_path.rglob("*") if "parent" in p.name], "no id file is written"
 
+    # Another clone (another directory or another host) sharing the store has its own parent.
+    other_clone = tmp_path / "other"
+    other_clone.mkdir()
+    monkeypatch.chdir(other_clone)
+    other = start_or_resume_parent(cfg, Params())
+    assert other != first and start_or_resume_parent(cfg, Params()) == other
+    elsewhere = start_or_resume_parent(cfg, Params(), f"another-host:{clone.resolve()}")
+    assert elsewhere not in (first, other)
+    monkeypatch.chdir(clone)
+    assert start_or_resume_parent(cfg, Params()) == first
+
+    # The last stage ends it: the next execution gets a new parent, and keeps that one.
     finish_run(cfg, first)
-    second = start_or_resume_parent(cfg, Params(), id_file)
-    assert second != first and id_file.read_text().strip() == second
+    second = start_or_resume_parent(cfg, Params())
+    assert second not in (first, other, elsewhere)
+    assert start_or_resume_parent(cfg, Params()) == second
+    # A parent run of the orchestrator (KFP) carries no workspace: never taken as this one's.
+    finish_run(cfg, second)
+    kfp = start_parent(cfg, Params())
+    assert WORKSPACE_TAG not in _client(cfg).get_run(kfp).data.tags
+    assert start_or_resume_parent(cfg, Params()) not in (kfp, second)
 
     monkeypatch.setenv(PARENT_RUN_ENV, first)
-    assert start_or_resume_parent(cfg, Params(), id_file) == first
+    assert start_or_resume_parent(cfg, Params()) == first
+    assert start_parent(cfg, Params()) == first
     monkeypatch.setenv(PARENT_RUN_ENV, "0" * 32)
     with pytest.raises(ConfigError, match=PARENT_RUN_ENV):
-        start_or_resume_parent(cfg, Params(), id_file)
+        start_or_resume_parent(cfg, Params())
+
+
+def test_stage_processes_of_one_workspace_share_the_parent_run(
+    cfg: TrackingConfig, tmp_path: Path
+) -> None:
+    """Separate processes (as DVC runs the stages) find the same parent; nothing passes between
+    them but the tracking store."""
+    code = (
+        "import sys; from culturegan.config import Params, TrackingConfig; "
+        "from culturegan.tracking import start_or_resume_parent; "
+        "print(start_or_resume_parent(TrackingConfig.model_validate_json(sys.argv[1]), Params()))"
+    )
+
+    def stage(cwd: Path) -> str:
+        cwd.mkdir(exist_ok=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code, cfg.model_dump_json()],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    train = stage(tmp_path / "clone")
+    assert stage(tmp_path / "clone") == train
+    assert stage(tmp_path / "other") != train
 
 
 def test_configure_creates_the_experiment_once_with_an_absolute_artifact_location(
@@ -356,7 +412,7 @@ def test_pair_run_through_a_real_tracking_server_stores_artifacts_in_s3(
         # The default artifact_location ('mlartifacts', a local folder) must not be used: the
         # server's S3 store is.
         cfg = TrackingConfig(tracking_uri=url, system_metrics_interval_s=0.5)
-        parent_id = start_or_resume_parent(cfg, Params(), workdir / "parent_run_id.txt")
+        parent_id = start_or_resume_parent(cfg, Params())
         with pair_run(
             cfg, parent_id, "photo2inkwash", {"lr": 1e-3}, run_id_file=workdir / "run_id.txt"
         ) as tracker:

@@ -21,11 +21,6 @@ CLASSIFIER_DIR = Path("runs/style_classifier")
 CULTURE_DIR = Path("reports/culture")
 EVAL_ROOT = Path("reports/eval")
 REPORT_DIR = Path("report")
-PARENT_RUN_FILE = "mlflow_parent_run_id.txt"  # under data.cache_dir: shared by the stage processes
-
-
-def parent_run_file(params: Params) -> Path:
-    return Path(params.data.cache_dir) / PARENT_RUN_FILE
 
 
 def classifier_stage(params: Params, data_root: Path, out_dir: Path = CLASSIFIER_DIR) -> dict[str, Any]:
@@ -84,7 +79,8 @@ def train_stage(
     track: bool = True,
 ) -> dict[str, Any]:
     """Train the GAN of `pair` with training seed `seed` into `runs_root/<pair>/seed<seed>`,
-    tracked as a nested MLflow run.
+    tracked as a nested MLflow run under the pipeline's parent run (the open parent of this
+    workspace, or CULTUREGAN_PARENT_RUN_ID: `tracking.start_or_resume_parent`).
 
     A killed training resumes from its last checkpoint (see `checkpoint_dir`), in the same MLflow
     run; the MLflow run id is also written to `<that folder>/run_id.txt` for later stages.
@@ -104,7 +100,7 @@ def train_stage(
     from culturegan.tracking import pair_run, start_or_resume_parent
 
     source, target = parse_pair(pair)
-    parent = start_or_resume_parent(params.tracking, params, parent_run_file(params))
+    parent = start_or_resume_parent(params.tracking, params)
     with pair_run(
         params.tracking,
         parent,
@@ -236,8 +232,9 @@ def analyze_stage(
 ) -> dict[str, Any]:
     """Quality vs cultural distance over every evaluated pair; the HTML report, logged to MLflow.
 
-    With `track`, the report goes to the pipeline's parent MLflow run, which is then ended: the
-    next execution of the pipeline starts a new parent.
+    With `track`, the report goes to the pipeline's parent MLflow run (the open parent of this
+    workspace, see `tracking.start_or_resume_parent`), which is then ended: the next execution of
+    the pipeline starts a new parent.
     """
     from culturegan.evaluation.analysis import write_analysis
     from culturegan.evaluation.classifier import CLASSIFIER_REPORT
@@ -255,7 +252,7 @@ def analyze_stage(
         from culturegan.evaluation.report import log_report_to_mlflow
         from culturegan.tracking import finish_run, start_or_resume_parent
 
-        parent = start_or_resume_parent(params.tracking, params, parent_run_file(params))
+        parent = start_or_resume_parent(params.tracking, params)
         log_report_to_mlflow(Path(out_dir), params.tracking, parent)
         finish_run(params.tracking, parent)
         result["mlflow_parent_run_id"] = parent

@@ -214,17 +214,15 @@ def inline_html(index: Path) -> str:
 def open_parent(params: Params, pipeline_job: str, pipeline_run_id: str) -> str:
     """A new MLflow parent run for one pipeline run, named after the KFP job and tagged with its id.
 
-    Uses CULTUREGAN_PARENT_RUN_ID instead when that is set (tracking.start_or_resume_parent).
+    Uses CULTUREGAN_PARENT_RUN_ID instead when that is set (tracking.start_parent). The steps get
+    the id as a parameter: unlike a DVC parent run, this one carries no workspace tag, so no stage
+    run outside the pipeline can take it for its own.
     """
-    import tempfile
-
     from mlflow import MlflowClient
 
-    from culturegan.tracking import resolve_tracking_uri, start_or_resume_parent
+    from culturegan.tracking import resolve_tracking_uri, start_parent
 
-    with tempfile.TemporaryDirectory() as tmp:
-        # A fresh id file: nothing to resume, so a new parent run.
-        run_id = start_or_resume_parent(params.tracking, params, Path(tmp) / "parent.txt", name=pipeline_job)
+    run_id = start_parent(params.tracking, params, name=pipeline_job)
     MlflowClient(resolve_tracking_uri(params.tracking)).set_tag(run_id, KFP_RUN_TAG, pipeline_run_id)
     return run_id
 
