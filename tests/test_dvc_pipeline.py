@@ -99,7 +99,7 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
     # them); every training nests under it, and analyze ended it
     from mlflow import MlflowClient
 
-    from culturegan.tracking import WORKSPACE_TAG, workspace
+    from culturegan.tracking.parent_run import WORKSPACE_TAG, workspace
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]

@@ -454,7 +454,7 @@ def test_exit_step_marks_an_open_parent_run_failed_and_leaves_a_finished_one(
     from mlflow import MlflowClient
 
     from culturegan.orchestration import components as c
-    from culturegan.tracking import (
+    from culturegan.tracking.parent_run import (
         PARENT_RUN_ENV,
         WORKSPACE_TAG,
         finish_run,

@@ -193,7 +193,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[
 def load(uri: str, params: Params) -> Any:
     import mlflow
 
-    from culturegan.tracking import resolve_tracking_uri
+    from culturegan.tracking.store import resolve_tracking_uri
 
     mlflow.set_tracking_uri(resolve_tracking_uri(params.tracking))
     return mlflow.pyfunc.load_model(uri)
@@ -417,7 +417,7 @@ def test_register_pair_logs_into_the_given_run_and_picks_cyclegans_reverse_gener
     metrics = write_metrics(
         tmp_path / "eval/inkwash-photo/metrics.json", 0.3, classifier, pair="inkwash-photo"
     )
-    from culturegan.tracking import configure
+    from culturegan.tracking.store import configure
 
     configure(params.tracking)
     with mlflow.start_run() as run:
@@ -440,7 +440,7 @@ def test_both_directions_register_into_one_run_and_load_without_mlflow_warnings(
 
     import mlflow
 
-    from culturegan.tracking import configure
+    from culturegan.tracking.store import configure
 
     params, classifier = make_workspace(tmp_path, store, model_prefix="both")
     runs = tmp_path / "runs" / PAIR

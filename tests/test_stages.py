@@ -188,8 +188,8 @@ def test_stages_in_separate_calls_share_the_workspace_parent_run_until_analyze_e
     a new one. A killed training resumes in its own pair run, under the same parent."""
     from mlflow import MlflowClient
 
-    from culturegan import tracking
     from culturegan.evaluation import analysis
+    from culturegan.tracking import parent_run
     from culturegan.training import trainer
 
     client = MlflowClient(params.tracking.tracking_uri)
@@ -212,7 +212,7 @@ def test_stages_in_separate_calls_share_the_workspace_parent_run_until_analyze_e
     second = stages.train_stage(params, "photo-inkwash", 1, params.data.root, runs)
     assert second["mlflow_parent_run_id"] == parent and second["mlflow_run_id"] != crashed
     top = client.get_run(parent)
-    assert top.info.status == "RUNNING" and top.data.tags[tracking.WORKSPACE_TAG] == tracking.workspace()
+    assert top.info.status == "RUNNING" and top.data.tags[parent_run.WORKSPACE_TAG] == parent_run.workspace()
     assert not list(tmp_path.rglob("mlflow_parent_run_id.txt")), "no id file under .staging"
 
     def report(params, eval_root, culture_json, classifier_report, runs_root, out_dir):
@@ -232,4 +232,4 @@ def test_stages_in_separate_calls_share_the_workspace_parent_run_until_analyze_e
     # another working copy sharing the tracking store does not take this one's open parent
     (tmp_path / "clone").mkdir()
     monkeypatch.chdir(tmp_path / "clone")
-    assert tracking.start_or_resume_parent(params.tracking, params) != again["mlflow_parent_run_id"]
+    assert parent_run.start_or_resume_parent(params.tracking, params) != again["mlflow_parent_run_id"]

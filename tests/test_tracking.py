@@ -14,21 +14,17 @@ from mlflow_server import mlflow_server
 
 from culturegan.config import Params, TrackingConfig, parse_params
 from culturegan.errors import ConfigError
-from culturegan.tracking import (
-    DEFAULT_TRACKING_URI,
-    MAX_PARAM_VALUE_LENGTH,
+from culturegan.tracking.pair_run import pair_run
+from culturegan.tracking.parent_run import (
     PARENT_RUN_ENV,
     WORKSPACE_TAG,
-    MlflowTracker,
-    configure,
     finish_run,
-    flatten_params,
-    pair_run,
-    resolve_tracking_uri,
     start_or_resume_parent,
     start_parent,
     workspace,
 )
+from culturegan.tracking.store import DEFAULT_TRACKING_URI, configure, resolve_tracking_uri
+from culturegan.tracking.tracker import MAX_PARAM_VALUE_LENGTH, MlflowTracker, flatten_params
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +301,7 @@ def test_stage_processes_of_one_workspace_share_the_parent_run(
     them but the tracking store."""
     code = (
         "import sys; from culturegan.config import Params, TrackingConfig; "
-        "from culturegan.tracking import start_or_resume_parent; "
+        "from culturegan.tracking.parent_run import start_or_resume_parent; "
         "print(start_or_resume_parent(TrackingConfig.model_validate_json(sys.argv[1]), Params()))"
     )
 
@@ -388,7 +384,10 @@ def test_unreachable_tracking_server_is_a_config_error_naming_the_env_var(
 
 
 def test_importing_tracking_does_not_import_mlflow() -> None:
-    code = "import sys, culturegan.tracking; print('mlflow' in sys.modules)"
+    code = (
+        "import sys, culturegan.tracking.pair_run, culturegan.tracking.parent_run, "
+        "culturegan.tracking.store, culturegan.tracking.tracker; print('mlflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -199,7 +199,7 @@ def serve(
 ) -> None:
     """Serve a registered model over HTTP (MLflow's scoring protocol) with a request size limit."""
     from culturegan.model_server import serve as run_server
-    from culturegan.tracking import resolve_tracking_uri
+    from culturegan.tracking.store import resolve_tracking_uri
 
     run_server(model, resolve_tracking_uri(_load(params).tracking), host, port, workers)
 

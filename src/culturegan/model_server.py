@@ -250,7 +250,7 @@ def load_model(model_uri: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     from culturegan.errors import ConfigError
-    from culturegan.tracking import redact
+    from culturegan.tracking.store import redact
 
     try:
         return mlflow.pyfunc.load_model(model_uri)

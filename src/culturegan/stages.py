@@ -97,7 +97,8 @@ def train_stage(
     if not track:
         return train_pair(params, pair, Path(data_root), out_dir, None, resume, checkpoint_dir=ckpt_dir, seed=seed)
 
-    from culturegan.tracking import pair_run, start_or_resume_parent
+    from culturegan.tracking.pair_run import pair_run
+    from culturegan.tracking.parent_run import start_or_resume_parent
 
     source, target = parse_pair(pair)
     parent = start_or_resume_parent(params.tracking, params)
@@ -250,7 +251,7 @@ def analyze_stage(
     )
     if track:
         from culturegan.evaluation.report import log_report_to_mlflow
-        from culturegan.tracking import finish_run, start_or_resume_parent
+        from culturegan.tracking.parent_run import finish_run, start_or_resume_parent
 
         parent = start_or_resume_parent(params.tracking, params)
         log_report_to_mlflow(Path(out_dir), params.tracking, parent)

@@ -67,8 +67,8 @@ def run_seed(value: Any) -> int:
 
 
 def use_parent_run(run_id: str) -> None:
-    """Nest this step's MLflow runs under the pipeline's parent run (see tracking.start_or_resume_parent)."""
-    from culturegan.tracking import PARENT_RUN_ENV
+    """Nest this step's MLflow runs under the pipeline's parent run (see tracking.parent_run)."""
+    from culturegan.tracking.parent_run import PARENT_RUN_ENV
 
     os.environ[PARENT_RUN_ENV] = run_id
 
@@ -220,7 +220,8 @@ def open_parent(params: Params, pipeline_job: str, pipeline_run_id: str) -> str:
     """
     from mlflow import MlflowClient
 
-    from culturegan.tracking import resolve_tracking_uri, start_parent
+    from culturegan.tracking.parent_run import start_parent
+    from culturegan.tracking.store import resolve_tracking_uri
 
     run_id = start_parent(params.tracking, params, name=pipeline_job)
     MlflowClient(resolve_tracking_uri(params.tracking)).set_tag(run_id, KFP_RUN_TAG, pipeline_run_id)
@@ -238,7 +239,8 @@ def close_parent(params: Params, pipeline_run_id: str, state: str) -> str:
         return ""
     from mlflow import MlflowClient
 
-    from culturegan.tracking import configure, finish_run, resolve_tracking_uri
+    from culturegan.tracking.parent_run import finish_run
+    from culturegan.tracking.store import configure, resolve_tracking_uri
 
     experiment_id = configure(params.tracking)
     runs = MlflowClient(resolve_tracking_uri(params.tracking)).search_runs(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from culturegan.config import TrackingConfig
 from culturegan.errors import ConfigError, SourceError
 from culturegan.fileio import atomic_path
-from culturegan.tracking import (
+from culturegan.tracking.store import (
     redact,
     resolve_tracking_uri,
 )

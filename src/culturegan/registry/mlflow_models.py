@@ -44,8 +44,8 @@ from culturegan.registry.gate import (
     model_name,
     read_metrics,
 )
-from culturegan.tracking import (
-    PARENT_RUN_ENV,
+from culturegan.tracking.parent_run import PARENT_RUN_ENV
+from culturegan.tracking.store import (
     ROLE_TAG,
     configure,
     redact,
