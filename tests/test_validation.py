@@ -12,18 +12,10 @@ import pytest
 from culturegan.config import Params, parse_params
 from culturegan.data.manifest import MANIFEST_COLUMNS, MANIFEST_NAME
 from culturegan.errors import ValidationFailed
-from culturegan.validation import (
-    COUNTS_SUITE,
-    LEAKS_SUITE,
-    MANIFEST_SUITE,
-    SUITES,
-    CheckResult,
-    ValidationReport,
-    phash_leaks,
-    required_styles,
-    style_split_counts,
-    validate_data,
-)
+from culturegan.validation.frames import phash_leaks, required_styles, style_split_counts
+from culturegan.validation.gate import validate_data
+from culturegan.validation.report import CheckResult, ValidationReport
+from culturegan.validation.suites import COUNTS_SUITE, LEAKS_SUITE, MANIFEST_SUITE, SUITES
 
 STYLES = ["photo", "inkwash", "ukiyoe"]
 TRAIN, TEST = 12, 4  # per style; thresholds below are 10 and 3

@@ -75,7 +75,7 @@ def validate(
     result: Annotated[Path | None, typer.Option(help="write the validation result JSON here")] = None,
 ) -> None:
     """Run the Great Expectations gate on the manifest; exit 1 if it fails. Data Docs either way."""
-    from culturegan.validation import validate_data
+    from culturegan.validation.gate import validate_data
 
     p = _load(params)
     report = validate_data(p, p.data.root, result_path=result)

@@ -74,7 +74,7 @@ def validate(
     from pathlib import Path
 
     from culturegan.orchestration import kfp_io
-    from culturegan.validation import validate_data
+    from culturegan.validation.gate import validate_data
 
     report = validate_data(
         kfp_io.parse(params), Path(data.path), docs_dir=Path(data_docs.path), result_path=Path(result.path)
