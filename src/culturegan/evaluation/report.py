@@ -340,7 +340,8 @@ def log_report_to_mlflow(
     With `parent_run_id` the pipeline's parent run gets the artifacts; without one a run named
     'report' is created in the configured experiment and ended.
     """
-    from culturegan.tracking import ROLE_TAG, MlflowTracker, configure, resolve_tracking_uri
+    from culturegan.tracking.store import ROLE_TAG, configure, resolve_tracking_uri
+    from culturegan.tracking.tracker import MlflowTracker
 
     out_dir = Path(out_dir)
     if not (out_dir / INDEX_HTML).is_file():

@@ -8,11 +8,3 @@
 
 mlflow is imported inside the functions that use it: it costs about a second to import.
 """
-
-# TEMPORARY: evaluation/report.py still imports these four from `culturegan.tracking`; once it
-# imports them from `tracking.store` / `tracking.tracker`, delete these lines. Import from the
-# modules above everywhere else.
-from culturegan.tracking.store import ROLE_TAG, configure, resolve_tracking_uri
-from culturegan.tracking.tracker import MlflowTracker
-
-__all__ = ["ROLE_TAG", "MlflowTracker", "configure", "resolve_tracking_uri"]
