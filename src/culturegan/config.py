@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema, core_schema
 
 from culturegan.errors import ConfigError
 
@@ -22,22 +32,68 @@ StyleName = Annotated[str, Field(pattern=f"^{STYLE_PATTERN}$")]
 SYNTHETIC_STYLES = ("photo", "inkwash", "ukiyoe", "impressionist", "goldground", "dotpainting")
 
 
-def split_pair(pair: str) -> tuple[str, str]:
-    """'<source>-<target>' -> (source, target), or ValueError; a hyphen is never in a style name."""
-    parts = pair.split("-")
-    if len(parts) != 2 or not all(re.fullmatch(STYLE_PATTERN, p) for p in parts):
-        raise ValueError(f"{pair!r} is not '<source>-<target>' with two style names, e.g. 'photo-inkwash'")
-    if parts[0] == parts[1]:
-        raise ValueError(f"{pair!r} transfers a style to itself")
-    return parts[0], parts[1]
+def _pair_error(text: str) -> ValueError:
+    return ValueError(f"{text!r} is not '<source>-<target>' with two style names, e.g. 'photo-inkwash'")
 
 
-def parse_pair(pair: str) -> tuple[str, str]:
-    """`split_pair` for stage arguments (CLI --pair, KFP): a bad pair is a ConfigError."""
-    try:
-        return split_pair(pair)
-    except ValueError as err:
-        raise ConfigError(f"bad culture pair: {err}", hint="use a pair of train.pairs in params.yaml") from None
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A directed culture pair: a model turns images of style `source` into style `target`.
+
+    Text enters as '<source>-<target>' (a hyphen is never in a style name) and is parsed once where
+    it comes in: `Pair.parse` for a stage argument (CLI --pair, a KFP step's pair), pydantic for
+    params.yaml's train.pairs. `str(pair)` gives the text back, as it appears in paths
+    (runs/<pair>/seed<k>), MLflow tags and run names, metrics.json and KFP parameters.
+    """
+
+    source: str
+    target: str
+
+    def __post_init__(self) -> None:
+        styles = (self.source, self.target)
+        if not all(isinstance(s, str) and re.fullmatch(STYLE_PATTERN, s) for s in styles):
+            raise _pair_error(f"{self.source}-{self.target}")
+        if self.source == self.target:
+            raise ValueError(f"{str(self)!r} transfers a style to itself")
+
+    def __str__(self) -> str:
+        return f"{self.source}-{self.target}"
+
+    def reversed(self) -> Pair:
+        """The opposite direction, target -> source (CycleGAN's second generator)."""
+        return Pair(self.target, self.source)
+
+    @classmethod
+    def parse(cls, text: str) -> Pair:
+        """'<source>-<target>' as given to a stage (CLI --pair, KFP): a bad pair is a ConfigError."""
+        try:
+            return cls._from_text(text)
+        except ValueError as err:
+            raise ConfigError(f"bad culture pair: {err}", hint="use a pair of train.pairs in params.yaml") from None
+
+    @classmethod
+    def _from_text(cls, text: str) -> Pair:
+        parts = text.split("-")
+        if len(parts) != 2:
+            raise _pair_error(text)
+        return cls(*parts)
+
+    @classmethod
+    def _validate(cls, value: Any) -> Pair:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, str):  # a ValueError: pydantic reports it with the key, not a TypeError
+            raise ValueError("a culture pair is the text '<source>-<target>', e.g. 'photo-inkwash'")  # noqa: TRY004
+        return cls._from_text(value)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source_type: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        # In params: validated from its text, dumped as its text (params.yaml's own form).
+        return core_schema.no_info_plain_validator_function(
+            cls._validate,
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+            json_schema_input_schema=core_schema.str_schema(),
+        )
 
 
 # ResnetGenerator halves an image twice and doubles it back: other sides come out another size.
@@ -254,8 +310,8 @@ class CUTConfig(_Strict):
 class TrainConfig(_Strict):
     """GAN training: one model per culture pair, objective, networks, schedule and speed knobs."""
 
-    pairs: list[str] = Field(
-        default_factory=lambda: ["photo-inkwash", "photo-ukiyoe", "photo-impressionist"],
+    pairs: list[Pair] = Field(
+        default_factory=lambda: [Pair("photo", t) for t in ("inkwash", "ukiyoe", "impressionist")],
         min_length=1,
         description="'<source>-<target>' style pairs, one model each",
     )
@@ -307,9 +363,7 @@ class TrainConfig(_Strict):
 
     @field_validator("pairs")
     @classmethod
-    def _pair_names(cls, pairs: list[str]) -> list[str]:
-        for pair in pairs:
-            split_pair(pair)
+    def _pairs_unique(cls, pairs: list[Pair]) -> list[Pair]:
         if len(set(pairs)) != len(pairs):
             raise ValueError("pairs must not repeat")
         return pairs
@@ -643,11 +697,12 @@ def size_problem(train: TrainConfig, image_size: int) -> str | None:
     return None
 
 
-def unknown_pair_styles(pairs: list[str], styles: list[str]) -> tuple[list[str], list[str]]:
+def unknown_pair_styles(pairs: list[Pair], styles: list[str]) -> tuple[list[Pair], list[str]]:
     """The pairs naming a style outside `styles`, and those styles (in order of appearance)."""
-    bad, missing = [], []
+    bad: list[Pair] = []
+    missing: list[str] = []
     for pair in pairs:
-        absent = [s for s in split_pair(pair) if s not in styles]
+        absent = [s for s in (pair.source, pair.target) if s not in styles]
         if absent:
             bad.append(pair)
             missing += [s for s in absent if s not in missing]
@@ -668,8 +723,8 @@ def _check_across_sections(params: Params) -> Params:
         bad, missing = unknown_pair_styles(params.train.pairs, styles)
         if bad:
             raise ValueError(
-                f"train.pairs {bad} name style(s) {missing} that data.synthetic.styles {styles} does"
-                " not render: add the style(s) there or use pairs of those styles"
+                f"train.pairs {[str(p) for p in bad]} name style(s) {missing} that data.synthetic.styles"
+                f" {styles} does not render: add the style(s) there or use pairs of those styles"
             )
     return params
 
