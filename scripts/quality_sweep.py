@@ -23,7 +23,7 @@ def _run(label: str, spec: dict, threads: int, work_dir: str) -> list[dict]:
     import torch
 
     torch.set_num_threads(threads)
-    from culturegan.config import load_params
+    from culturegan.config import Pair, load_params
     from culturegan.evaluation.classifier import CLASSIFIER_FILE
     from culturegan.quality import override, quality_curve
     from culturegan.stages import CLASSIFIER_DIR
@@ -32,7 +32,7 @@ def _run(label: str, spec: dict, threads: int, work_dir: str) -> list[dict]:
     rows = []
     for pair in spec["pairs"]:
         rows += quality_curve(
-            params, pair, [int(s) for s in spec["steps"]], Path(params.data.root),
+            params, Pair.parse(pair), [int(s) for s in spec["steps"]], Path(params.data.root),
             CLASSIFIER_DIR / CLASSIFIER_FILE, Path(work_dir), label,
         )
     for r in rows:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
 
-from culturegan.config import Params, dump_params, load_params, parse_params
+from culturegan.config import Pair, Params, dump_params, load_params, parse_params
 from culturegan.errors import ConfigError
 
 
@@ -44,6 +45,13 @@ def test_repository_params_yaml_is_valid_and_matches_schema_defaults_for_data():
             "train.discriminator.n_layers 3 is too deep for 16px training images",
         ),
         ({"train": {"pairs": ["photo-cubism"]}}, "train.pairs ['photo-cubism'] name style(s) ['cubism']"),
+        (
+            {"train": {"pairs": ["photo-inkwash", "photo"]}},
+            "bad value for 'train.pairs.1' in p.yaml: 'photo' is not '<source>-<target>' with two style names",
+        ),
+        ({"train": {"pairs": ["photo-photo"]}}, "'photo-photo' transfers a style to itself (got 'photo-photo')"),
+        ({"train": {"pairs": [3]}}, "bad value for 'train.pairs.0' in p.yaml: a culture pair is the text"),
+        ({"train": {"pairs": ["photo-inkwash", "photo-inkwash"]}}, "pairs must not repeat"),
         ({"data": {"synthetic": {"styles": ["photo", "inkwash"]}}}, "train.pairs ['photo-ukiyoe', 'photo-impressionist']"),
     ],
 )
@@ -62,7 +70,23 @@ def test_a_cross_section_error_names_its_keys_without_echoing_the_whole_file():
 
 def test_pairs_of_a_real_source_are_checked_against_its_manifest_not_at_load():
     params = parse_params({"data": {"source": "/some/folder"}, "train": {"pairs": ["photo-cubism"]}})
-    assert params.train.pairs == ["photo-cubism"]
+    assert params.train.pairs == [Pair("photo", "cubism")]
+
+
+def test_train_pairs_load_as_pairs_and_dump_as_the_text_params_yaml_holds():
+    import yaml
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.train.pairs and all(isinstance(p, Pair) for p in params.train.pairs)
+    assert [str(p) for p in params.train.pairs] == raw["train"]["pairs"]
+    # dumps feed MLflow params, run fingerprints and the KFP `params` parameter: the text form
+    assert dump_params(params)["train"]["pairs"] == raw["train"]["pairs"]
+    assert params.model_dump()["train"]["pairs"] == raw["train"]["pairs"]
+    assert f'"pairs":{json.dumps(raw["train"]["pairs"], separators=(",", ":"))}' in params.model_dump_json()
+    assert parse_params(dump_params(params)) == params
+    assert all(isinstance(p, Pair) for p in Params().train.pairs), "defaults are pairs too"
+    assert dump_params(Params())["train"]["pairs"] == ["photo-inkwash", "photo-ukiyoe", "photo-impressionist"]
 
 
 def test_unknown_key_without_close_match_lists_valid_keys():

@@ -70,11 +70,10 @@ def test_artifacts_are_the_classifier_and_every_generator_of_params_yaml():
     expected = {"style-classifier": str(CLASSIFIER_DIR / CLASSIFIER_FILE)}
     assert PARAMS.train.objective == "cyclegan"  # else no reverse generators: update the artifacts
     for pair in PARAMS.train.pairs:
-        source, target = pair.split("-")
         for seed in PARAMS.train.seeds:
-            folder = RUNS_ROOT / pair / f"seed{seed}"
+            folder = RUNS_ROOT / str(pair) / f"seed{seed}"
             expected[f"{pair}-seed{seed}"] = str(folder / "generator.pt")
-            expected[f"{target}-{source}-seed{seed}"] = str(folder / "generator_reverse.pt")
+            expected[f"{pair.reversed()}-seed{seed}"] = str(folder / "generator_reverse.pt")
     artifacts = DVC["artifacts"]
     assert {name: a["path"] for name, a in artifacts.items()} == expected
     assert all(a["type"] == "model" and a["desc"] for a in artifacts.values())

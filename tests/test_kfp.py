@@ -25,7 +25,7 @@ from tiny import merge, tiny_raw
 from typer.testing import CliRunner
 
 from culturegan.cli import app
-from culturegan.config import Params, dump_params, load_params, parse_params
+from culturegan.config import Pair, Params, dump_params, load_params, parse_params
 from culturegan.errors import ConfigError, ValidationFailed
 from culturegan.orchestration import kfp_io
 from culturegan.orchestration.components import STEPS
@@ -236,7 +236,8 @@ def test_every_secret_key_the_pipeline_reads_is_in_the_infra_secret_templates():
 def test_pair_seed_runs_fan_out_in_a_parallel_for_and_analyze_collects_models_and_evaluations(compiled):
     spec, _, params = compiled
     inputs = spec["root"]["inputDefinitions"]["parameters"]
-    assert params.train.pairs == ["photo-inkwash", "inkwash-photo"] and params.train.seeds == [0, 5]
+    assert params.train.pairs == [Pair("photo", "inkwash"), Pair("inkwash", "photo")]
+    assert params.train.seeds == [0, 5]
     # every pair with every seed (protobuf keeps JSON numbers as doubles: 5 compiles to 5.0)
     assert inputs["runs"]["defaultValue"] == [
         {"pair": "photo-inkwash", "seed": 0}, {"pair": "photo-inkwash", "seed": 5},
@@ -413,6 +414,12 @@ def test_run_seed_takes_integral_numbers_from_the_runs_parameter(value: Any, exp
 def test_run_seed_refuses_anything_else_naming_the_runs_parameter(value: Any):
     with pytest.raises(ConfigError, match="pipeline parameter 'runs'"):
         kfp_io.run_seed(value)
+
+
+def test_run_pair_parses_the_pair_of_a_runs_item_and_refuses_a_malformed_one():
+    assert kfp_io.run_pair("inkwash-photo") == Pair("inkwash", "photo")
+    with pytest.raises(ConfigError, match="bad culture pair: 'photo' is not '<source>-<target>'"):
+        kfp_io.run_pair("photo")
 
 
 def test_inline_html_embeds_only_the_images_beside_the_page(tmp_path: Path):

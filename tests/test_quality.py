@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from culturegan.config import parse_params
+from culturegan.config import Pair, parse_params
 from culturegan.data.prepare import prepare
 from culturegan.evaluation import metrics
 from culturegan.evaluation.evaluate import load_translator
@@ -19,7 +19,7 @@ from culturegan.training.augment import diff_augment
 from culturegan.training.ema import EMA
 from culturegan.training.trainer import train_pair
 
-PAIR = "photo-inkwash"
+PAIR = Pair("photo", "inkwash")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory):
                 "synthetic": {"train_scenes": 40, "test_scenes": 16, "styles": ["photo", "inkwash"]},
             },
             "train": {
-                "pairs": [PAIR],
+                "pairs": [str(PAIR)],
                 "steps": 60,
                 "batch_size": 4,
                 "generator": {"ngf": 16, "n_blocks": 3},

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from culturegan.config import Params, RegistryConfig, parse_params
+from culturegan.config import Pair, Params, RegistryConfig, parse_params
 from culturegan.errors import CheckpointError, ConfigError, SourceError
 from culturegan.registry.gate import (
     CHAMPION,
@@ -30,8 +30,8 @@ from culturegan.registry.gate import (
 from culturegan.registry.inference import stylize
 from culturegan.registry.mlflow_models import promote, register_pair
 
-PAIR = "photo-inkwash"
 SOURCE, TARGET = "photo", "inkwash"
+PAIR = Pair(SOURCE, TARGET)
 NAME = "culturegan-photo-to-inkwash"
 METRIC = "kid_classifier_relative_gain"
 SIZE = 16  # test images and training size: tiny, and a multiple of 4
@@ -102,17 +102,16 @@ def make_generator(
 
 
 def write_metrics(
-    path: Path, value: float | None, classifier: Path, pair: str = PAIR, n: int = N_TEST
+    path: Path, value: float | None, classifier: Path, pair: Pair = PAIR, n: int = N_TEST
 ) -> Path:
     """A metrics.json with the evaluate stage's layout (only the keys the registry reads, plus a few)."""
-    source, target = pair.split("-")
     gan: dict[str, Any] = {"n_images": n, "kid_classifier": 1.0, "gt_ssim": 0.3}
     if value is not None:
         gan[METRIC] = value
     metrics = {
-        "pair": pair,
-        "source": source,
-        "target": target,
+        "pair": str(pair),
+        "source": pair.source,
+        "target": pair.target,
         "seed": 0,
         "image_size": SIZE,
         "n_images": {
@@ -183,8 +182,8 @@ def champion(tmp_path_factory: pytest.TempPathFactory, store: Path) -> Iterator[
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("CULTUREGAN_PARENT_RUN_ID", raising=False)
         params, classifier = make_workspace(root, store)
-        generator = make_generator(root / "runs" / PAIR, seed=1)
-        metrics = write_metrics(root / "eval" / PAIR / "metrics.json", 0.5, classifier)
+        generator = make_generator(root / "runs" / str(PAIR), seed=1)
+        metrics = write_metrics(root / "eval" / str(PAIR) / "metrics.json", 0.5, classifier)
         result = register_pair(params, PAIR, generator.parent, metrics)
         assert result["promoted"], result
         yield {"params": params, "root": root, "generator": generator, **result}
@@ -337,7 +336,7 @@ def test_gate_promotes_better_keeps_champion_against_worse_unscored_and_incompar
     params, classifier = make_workspace(tmp_path, store, model_prefix="gate")
     name = "gate-photo-to-inkwash"
     client = MlflowClient(params.tracking.tracking_uri)
-    runs = tmp_path / "runs" / PAIR
+    runs = tmp_path / "runs" / str(PAIR)
 
     def register(seed: int, value: float | None, metrics: bool = True) -> dict[str, Any]:
         make_generator(runs, seed)
@@ -411,11 +410,11 @@ def test_register_pair_logs_into_the_given_run_and_picks_cyclegans_reverse_gener
     from mlflow import MlflowClient
 
     params, classifier = make_workspace(tmp_path, store, model_prefix="rev")
-    runs = tmp_path / "runs" / PAIR
+    runs = tmp_path / "runs" / str(PAIR)
     make_generator(runs, 1)
     reverse = make_generator(runs, 2, source=TARGET, target=SOURCE, filename="generator_reverse.pt")
     metrics = write_metrics(
-        tmp_path / "eval/inkwash-photo/metrics.json", 0.3, classifier, pair="inkwash-photo"
+        tmp_path / "eval/inkwash-photo/metrics.json", 0.3, classifier, pair=PAIR.reversed()
     )
     from culturegan.tracking.store import configure
 
@@ -423,7 +422,7 @@ def test_register_pair_logs_into_the_given_run_and_picks_cyclegans_reverse_gener
     with mlflow.start_run() as run:
         pass
 
-    result = register_pair(params, "inkwash-photo", runs, metrics, run_id=run.info.run_id)
+    result = register_pair(params, PAIR.reversed(), runs, metrics, run_id=run.info.run_id)
     assert result["name"] == "rev-inkwash-to-photo" and result["promoted"]
     assert result["generator"] == str(reverse) and result["run_id"] == run.info.run_id
     version = MlflowClient(params.tracking.tracking_uri).get_model_version(result["name"], "1")
@@ -443,7 +442,7 @@ def test_both_directions_register_into_one_run_and_load_without_mlflow_warnings(
     from culturegan.tracking.store import configure
 
     params, classifier = make_workspace(tmp_path, store, model_prefix="both")
-    runs = tmp_path / "runs" / PAIR
+    runs = tmp_path / "runs" / str(PAIR)
     make_generator(runs, 1)
     make_generator(runs, 2, source=TARGET, target=SOURCE, filename="generator_reverse.pt")
     configure(params.tracking)
@@ -454,7 +453,7 @@ def test_both_directions_register_into_one_run_and_load_without_mlflow_warnings(
     handler.emit = records.append  # type: ignore[method-assign]
     logging.getLogger("mlflow").addHandler(handler)
     try:
-        for pair, value in ((PAIR, 0.5), (f"{TARGET}-{SOURCE}", 0.3)):
+        for pair, value in ((PAIR, 0.5), (PAIR.reversed(), 0.3)):
             metrics = write_metrics(tmp_path / f"eval/{pair}/metrics.json", value, classifier, pair=pair)
             assert register_pair(params, pair, runs, metrics, run_id=run.info.run_id)["promoted"]
     finally:
@@ -471,17 +470,15 @@ def test_register_pair_refuses_metrics_of_another_pair_and_a_missing_direction(
     tmp_path: Path,
 ) -> None:
     params, classifier = make_workspace(tmp_path)
-    runs = tmp_path / "runs" / PAIR
+    runs = tmp_path / "runs" / str(PAIR)
     make_generator(runs, 1)
     wrong = write_metrics(
-        tmp_path / "eval/photo-ukiyoe/metrics.json", 0.5, classifier, pair="photo-ukiyoe"
+        tmp_path / "eval/photo-ukiyoe/metrics.json", 0.5, classifier, pair=Pair(SOURCE, "ukiyoe")
     )
     with pytest.raises(ConfigError, match="metrics of pair 'photo-ukiyoe', not of 'photo-inkwash'"):
         register_pair(params, PAIR, runs, wrong)
     with pytest.raises(CheckpointError, match=r"no generator for inkwash->photo .*photo->inkwash"):
-        register_pair(params, "inkwash-photo", runs, None)
-    with pytest.raises(ConfigError, match="not '<source>-<target>'"):
-        register_pair(params, "photo", runs, None)
+        register_pair(params, PAIR.reversed(), runs, None)
 
 
 # ---------------------------------------------------------------- the packaged model
@@ -538,7 +535,7 @@ def test_model_carries_signature_example_requirements_and_config(champion: dict[
     assert f"numpy=={np.__version__}" in requirements
     assert not any(r.startswith(("culturegan", "pydantic")) for r in requirements)
     config = json.loads((local / "artifacts" / "config.json").read_text())
-    assert config["pair"] == PAIR and config["generator"]["config"] == {
+    assert config["pair"] == "photo-inkwash" and config["generator"]["config"] == {
         "ngf": 4,
         "n_blocks": 1,
         "norm": "instance",
@@ -647,8 +644,8 @@ def test_register_and_stylize_through_a_tracking_server_with_s3_artifacts(
     params = params.model_copy(
         update={"tracking": params.tracking.model_copy(update={"tracking_uri": None})}
     )
-    generator = make_generator(work / "runs" / PAIR, seed=1)
-    metrics = write_metrics(work / "eval" / PAIR / "metrics.json", 0.5, classifier)
+    generator = make_generator(work / "runs" / str(PAIR), seed=1)
+    metrics = write_metrics(work / "eval" / str(PAIR) / "metrics.json", 0.5, classifier)
 
     server_dir = tmp_path / "server"
     server_dir.mkdir()
@@ -665,7 +662,7 @@ def test_register_and_stylize_through_a_tracking_server_with_s3_artifacts(
             monkeypatch.delenv(var)
         first = register_pair(params, PAIR, generator.parent, metrics)
         assert first["promoted"]
-        make_generator(work / "runs" / PAIR, seed=2)
+        make_generator(work / "runs" / str(PAIR), seed=2)
         second = register_pair(
             params, PAIR, generator.parent, write_metrics(metrics, 0.2, classifier)
         )

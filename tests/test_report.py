@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from test_analysis import STYLES4, culture_dict, distinct_matrix, fake_record, params
 
-from culturegan.config import Params, TrackingConfig
+from culturegan.config import Pair, Params, TrackingConfig
 from culturegan.evaluation.analysis import analyze_records, write_analysis
 from culturegan.evaluation.report import fmt, log_report_to_mlflow, render_report
 
@@ -367,8 +367,8 @@ def test_the_stage_on_real_evaluate_outputs_of_a_tiny_benchmark(tmp_path: Path):
     prepare_synthetic(base, data)
     clf = train_style_classifier(base, data, tmp_path / "clf")
     write_culture(base, data, Path(clf["classifier"]), tmp_path / "culture")
-    for pair in ("photo-inkwash", "photo-ukiyoe", "inkwash-photo"):
-        refs = load_split(data, pair.split("-")[1], "train").images
+    for pair in (Pair("photo", "inkwash"), Pair("photo", "ukiyoe"), Pair("inkwash", "photo")):
+        refs = load_split(data, pair.target, "train").images
         for seed in (0, 1):
             weight = 0.4 + 0.3 * seed
 
@@ -383,7 +383,7 @@ def test_the_stage_on_real_evaluate_outputs_of_a_tiny_benchmark(tmp_path: Path):
                 data,
                 None,
                 Path(clf["classifier"]),
-                tmp_path / "eval" / pair / f"seed{seed}",
+                tmp_path / "eval" / str(pair) / f"seed{seed}",
                 translate=translate,
             )
     (tmp_path / "runs" / "photo-inkwash").mkdir(parents=True)

@@ -12,8 +12,10 @@ import pytest
 import tiny
 
 from culturegan import stages
-from culturegan.config import Params
+from culturegan.config import Pair, Params
 from culturegan.data.synthetic import prepare_synthetic
+
+PAIR = Pair("photo", "inkwash")
 
 
 def _params(tmp_path: Path, **train: object) -> Params:
@@ -50,12 +52,13 @@ def test_train_stage_logs_a_nested_mlflow_run_with_losses_and_the_generators(par
     from mlflow import MlflowClient
 
     runs = tmp_path / "runs"
-    result = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
+    result = stages.train_stage(params, PAIR, 0, params.data.root, runs)
     client = MlflowClient(params.tracking.tracking_uri)
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == result["mlflow_parent_run_id"]
     assert run.data.tags["pair"] == "photo-inkwash"
+    assert (run.data.tags["source_style"], run.data.tags["target_style"]) == ("photo", "inkwash")
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/g_ab")] == [2, 4]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/generator.pt", "model/generator_reverse.pt"}
@@ -70,7 +73,7 @@ def test_a_pair_of_styles_not_in_the_manifest_fails_before_any_mlflow_run(params
     # A real source: its styles are known only from the manifest, so params.yaml loads.
     real = params.model_copy(update={"data": params.data.model_copy(update={"source": str(tmp_path / "src")})})
     with pytest.raises(ConfigError) as info:
-        stages.train_stage(real, "photo-cubism", 0, params.data.root, tmp_path / "runs")
+        stages.train_stage(real, Pair("photo", "cubism"), 0, params.data.root, tmp_path / "runs")
     assert "'photo-cubism'" in info.value.message and "['cubism']" in info.value.message
     assert "['inkwash', 'photo']" in info.value.message  # what the manifest holds
     assert not (tmp_path / "mlflow.db").exists(), "no MLflow run (nor store) was created"
@@ -79,10 +82,10 @@ def test_a_pair_of_styles_not_in_the_manifest_fails_before_any_mlflow_run(params
 
 def test_killed_training_resumes_after_dvc_deletes_the_stage_output(params: Params, tmp_path: Path):
     runs = tmp_path / "runs"
-    first = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
+    first = stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
     # DVC removes a stage's declared outputs before re-running it; checkpoints live elsewhere
     shutil.rmtree(runs / "photo-inkwash" / "seed0")
-    again = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
+    again = stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
     assert first["checkpoint"] == again["checkpoint"]
     assert again["resumed_from"] == 4, "the finished run was found, not trained again"
     assert (runs / "photo-inkwash" / "seed0" / "generator.pt").is_file()
@@ -92,10 +95,10 @@ def test_each_training_seed_trains_its_own_model_in_its_own_folder_and_checkpoin
     import torch
 
     runs = tmp_path / "runs"
-    zero = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
-    seven = stages.train_stage(params, "photo-inkwash", 7, params.data.root, runs, track=False)
+    zero = stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
+    seven = stages.train_stage(params, PAIR, 7, params.data.root, runs, track=False)
     assert zero["checkpoint"] != seven["checkpoint"] and seven["resumed_from"] == 0, "seed 7 started afresh"
-    assert stages.checkpoint_dir(params, "photo-inkwash", 7) != stages.checkpoint_dir(params, "photo-inkwash", 0)
+    assert stages.checkpoint_dir(params, PAIR, 7) != stages.checkpoint_dir(params, PAIR, 0)
     a = torch.load(runs / "photo-inkwash" / "seed0" / "generator.pt", map_location="cpu")
     b = torch.load(runs / "photo-inkwash" / "seed7" / "generator.pt", map_location="cpu")
     weights = [k for k, v in a["state_dict"].items() if torch.is_floating_point(v)]
@@ -106,28 +109,28 @@ def test_a_negative_training_seed_is_a_config_error(params: Params, tmp_path: Pa
     from culturegan.errors import ConfigError
 
     with pytest.raises(ConfigError, match="bad training seed -1"):
-        stages.train_stage(params, "photo-inkwash", -1, params.data.root, tmp_path / "runs", track=False)
+        stages.train_stage(params, PAIR, -1, params.data.root, tmp_path / "runs", track=False)
 
 
 def test_changed_training_params_start_a_new_checkpoint_instead_of_an_error(params: Params, tmp_path: Path):
-    a = stages.checkpoint_dir(params, "photo-inkwash", 0)
+    a = stages.checkpoint_dir(params, PAIR, 0)
     changed = _params(tmp_path, lr=0.001)
-    assert stages.checkpoint_dir(changed, "photo-inkwash", 0) != a
+    assert stages.checkpoint_dir(changed, PAIR, 0) != a
     # steps are part of the run's identity (the lr schedule spans them): another count, another run
-    assert stages.checkpoint_dir(_params(tmp_path, steps=8), "photo-inkwash", 0) != a
+    assert stages.checkpoint_dir(_params(tmp_path, steps=8), PAIR, 0) != a
 
 
 def test_evaluate_and_register_cover_both_cyclegan_directions(params: Params, tmp_path: Path):
     runs, classifier, evals = tmp_path / "runs", tmp_path / "clf", tmp_path / "eval"
-    stages.train_stage(params, "photo-inkwash", 2, params.data.root, runs)
+    stages.train_stage(params, PAIR, 2, params.data.root, runs)
     stages.classifier_stage(params, params.data.root, classifier)
-    scored = stages.evaluate_stage(params, "photo-inkwash", 2, params.data.root, runs, classifier, evals)
+    scored = stages.evaluate_stage(params, PAIR, 2, params.data.root, runs, classifier, evals)
     assert set(scored) == {"photo-inkwash", "inkwash-photo"}
     for direction in scored:
         metrics = json.loads((evals / "photo-inkwash" / "seed2" / direction / "metrics.json").read_text())
         assert metrics["pair"] == direction and "gan" in metrics["methods"]
         assert metrics["seed"] == 2, "metrics.json records the training seed the analysis groups by"
-    decisions = stages.register_stage(params, "photo-inkwash", 2, runs, evals, params.data.root)
+    decisions = stages.register_stage(params, PAIR, 2, runs, evals, params.data.root)
     assert {d["name"] for d in decisions.values()} == {
         "culturegan-photo-to-inkwash",
         "culturegan-inkwash-to-photo",
@@ -153,8 +156,8 @@ def test_evaluation_sampling_ignores_the_training_seed_which_changes_only_the_ga
         update={"evaluation": params.evaluation.model_copy(update={"kid_subsets": 3, "kid_subset_size": 2})}
     )
     runs, classifier, evals = tmp_path / "runs", tmp_path / "clf", tmp_path / "eval"
-    stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs, track=False)
-    stages.train_stage(params, "photo-inkwash", 5, params.data.root, runs, track=False)
+    stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
+    stages.train_stage(params, PAIR, 5, params.data.root, runs, track=False)
     zero, five = (runs / "photo-inkwash" / f"seed{k}" for k in (0, 5))
     a, b = (torch.load(d / "generator.pt", map_location="cpu")["state_dict"] for d in (zero, five))
     assert any(torch.is_floating_point(v) and not torch.equal(v, b[k]) for k, v in a.items()), "training uses its seed"
@@ -164,7 +167,7 @@ def test_evaluation_sampling_ignores_the_training_seed_which_changes_only_the_ga
         shutil.copyfile(zero / name, five / name)
     stages.classifier_stage(params, params.data.root, classifier)
     for seed in (0, 5):
-        stages.evaluate_stage(params, "photo-inkwash", seed, params.data.root, runs, classifier, evals)
+        stages.evaluate_stage(params, PAIR, seed, params.data.root, runs, classifier, evals)
 
     def record(seed: int) -> dict:
         return json.loads((evals / "photo-inkwash" / f"seed{seed}" / "photo-inkwash" / "metrics.json").read_text())
@@ -202,14 +205,14 @@ def test_stages_in_separate_calls_share_the_workspace_parent_run_until_analyze_e
 
     monkeypatch.setattr(trainer, "train_pair", killed)
     with pytest.raises(RuntimeError, match="killed"):
-        stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
-    crashed = (stages.checkpoint_dir(params, "photo-inkwash", 0) / "run_id.txt").read_text().strip()
+        stages.train_stage(params, PAIR, 0, params.data.root, runs)
+    crashed = (stages.checkpoint_dir(params, PAIR, 0) / "run_id.txt").read_text().strip()
     parent = client.get_run(crashed).data.tags["mlflow.parentRunId"]
     monkeypatch.setattr(trainer, "train_pair", real_train)
 
-    first = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
+    first = stages.train_stage(params, PAIR, 0, params.data.root, runs)
     assert (first["mlflow_run_id"], first["mlflow_parent_run_id"]) == (crashed, parent), "resumed"
-    second = stages.train_stage(params, "photo-inkwash", 1, params.data.root, runs)
+    second = stages.train_stage(params, PAIR, 1, params.data.root, runs)
     assert second["mlflow_parent_run_id"] == parent and second["mlflow_run_id"] != crashed
     top = client.get_run(parent)
     assert top.info.status == "RUNNING" and top.data.tags[parent_run.WORKSPACE_TAG] == parent_run.workspace()
@@ -226,7 +229,7 @@ def test_stages_in_separate_calls_share_the_workspace_parent_run_until_analyze_e
     assert client.get_run(parent).info.status == "FINISHED"
     assert "report/index.html" in {a.path for a in client.list_artifacts(parent, "report")}
 
-    again = stages.train_stage(params, "photo-inkwash", 0, params.data.root, runs)
+    again = stages.train_stage(params, PAIR, 0, params.data.root, runs)
     assert again["mlflow_parent_run_id"] != parent, "the next execution gets a new parent"
     assert again["mlflow_run_id"] != crashed
     # another working copy sharing the tracking store does not take this one's open parent

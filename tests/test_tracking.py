@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow_server import mlflow_server
 
-from culturegan.config import Params, TrackingConfig, parse_params
+from culturegan.config import Pair, Params, TrackingConfig, parse_params
 from culturegan.errors import ConfigError
 from culturegan.tracking.pair_run import pair_run
 from culturegan.tracking.parent_run import (
@@ -25,6 +25,8 @@ from culturegan.tracking.parent_run import (
 )
 from culturegan.tracking.store import DEFAULT_TRACKING_URI, configure, resolve_tracking_uri
 from culturegan.tracking.tracker import MAX_PARAM_VALUE_LENGTH, MlflowTracker, flatten_params
+
+UKIYOE, INKWASH = Pair("photo", "ukiyoe"), Pair("photo", "inkwash")
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +110,8 @@ def test_pair_run_nests_under_parent_with_tags_flat_params_metrics_and_artifact(
     with pair_run(
         cfg,
         parent_id,
-        "photo2ukiyoe",
+        Pair("photo", "ukiyoe"),
         {"train": {"lr": 2e-4, "styles": ["photo", "ukiyoe"]}, "seed": 3},
-        source_style="photo",
-        target_style="ukiyoe",
         objective="cyclegan",
     ) as tracker:
         assert mlflow.active_run().info.run_id == tracker.run_id
@@ -128,7 +128,7 @@ def test_pair_run_nests_under_parent_with_tags_flat_params_metrics_and_artifact(
     assert {
         k: child.data.tags[k] for k in ("pair", "source_style", "target_style", "objective")
     } == {
-        "pair": "photo2ukiyoe",
+        "pair": "photo-ukiyoe",
         "source_style": "photo",
         "target_style": "ukiyoe",
         "objective": "cyclegan",
@@ -177,7 +177,7 @@ def test_failing_pair_block_marks_run_failed_sends_its_metrics_and_propagates(
 ) -> None:
     with (
         pytest.raises(RuntimeError, match="diverged"),
-        pair_run(cfg, None, "photo2inkwash", {}) as tracker,
+        pair_run(cfg, None, INKWASH, {}) as tracker,
     ):
         tracker.log_metrics({"loss": 9.0}, step=4)
         raise RuntimeError("diverged")
@@ -190,13 +190,13 @@ def test_failing_pair_block_marks_run_failed_sends_its_metrics_and_propagates(
 def test_unfinished_pair_run_is_resumed_in_the_same_run(
     cfg: TrackingConfig, tmp_path: Path, left_behind: str
 ) -> None:
-    run_id_file = tmp_path / "out" / "photo2ukiyoe" / "run_id.txt"
+    run_id_file = tmp_path / "out" / "photo-ukiyoe" / "run_id.txt"
     parent_id = start_or_resume_parent(cfg, Params())
     params = {"train": {"epochs": 2}}
     if left_behind == "FAILED":
         with (
             pytest.raises(RuntimeError),
-            pair_run(cfg, parent_id, "photo2ukiyoe", params, run_id_file=run_id_file) as t,
+            pair_run(cfg, parent_id, UKIYOE, params, run_id_file=run_id_file) as t,
         ):
             t.log_metrics({"loss": 3.0}, step=0)
             raise RuntimeError("crash")
@@ -205,7 +205,7 @@ def test_unfinished_pair_run_is_resumed_in_the_same_run(
         # What a SIGKILLed training process leaves: a RUNNING run whose id is on disk.
         client = _client(cfg)
         run = client.create_run(
-            configure(cfg), tags={"mlflow.parentRunId": parent_id, "pair": "photo2ukiyoe"}
+            configure(cfg), tags={"mlflow.parentRunId": parent_id, "pair": "photo-ukiyoe"}
         )
         first_id = run.info.run_id
         client.log_metric(first_id, "loss", 3.0, step=0)
@@ -213,13 +213,13 @@ def test_unfinished_pair_run_is_resumed_in_the_same_run(
         run_id_file.write_text(first_id + "\n")
     assert run_id_file.read_text().strip() == first_id
 
-    with pair_run(cfg, parent_id, "photo2ukiyoe", params, run_id_file=run_id_file) as tracker:
+    with pair_run(cfg, parent_id, UKIYOE, params, run_id_file=run_id_file) as tracker:
         tracker.log_metrics({"loss": 2.0}, step=1)
     assert tracker.run_id == first_id
     assert _history(cfg, first_id, "loss") == [(0, 3.0), (1, 2.0)]
     assert _client(cfg).get_run(first_id).info.status == "FINISHED"
 
-    with pair_run(cfg, parent_id, "photo2ukiyoe", params, run_id_file=run_id_file) as tracker:
+    with pair_run(cfg, parent_id, UKIYOE, params, run_id_file=run_id_file) as tracker:
         pass
     assert tracker.run_id != first_id, "a FINISHED run is never reopened"
     assert run_id_file.read_text().strip() == tracker.run_id
@@ -231,20 +231,20 @@ def test_pair_run_of_another_pair_or_parent_is_not_resumed(
     run_id_file = tmp_path / "run_id.txt"
     with (
         pytest.raises(RuntimeError),
-        pair_run(cfg, None, "photo2ukiyoe", {}, run_id_file=run_id_file) as crashed,
+        pair_run(cfg, None, UKIYOE, {}, run_id_file=run_id_file) as crashed,
     ):
         raise RuntimeError("crash")
-    with pair_run(cfg, None, "photo2inkwash", {}, run_id_file=run_id_file) as other_pair:
+    with pair_run(cfg, None, INKWASH, {}, run_id_file=run_id_file) as other_pair:
         pass
     assert other_pair.run_id != crashed.run_id
 
     with (
         pytest.raises(RuntimeError),
-        pair_run(cfg, None, "photo2ukiyoe", {}, run_id_file=run_id_file) as crashed,
+        pair_run(cfg, None, UKIYOE, {}, run_id_file=run_id_file) as crashed,
     ):
         raise RuntimeError("crash")
     parent_id = start_or_resume_parent(cfg, Params())
-    with pair_run(cfg, parent_id, "photo2ukiyoe", {}, run_id_file=run_id_file) as new_parent:
+    with pair_run(cfg, parent_id, UKIYOE, {}, run_id_file=run_id_file) as new_parent:
         pass
     assert new_parent.run_id != crashed.run_id
 
@@ -338,7 +338,7 @@ def test_configure_creates_the_experiment_once_with_an_absolute_artifact_locatio
 
 def test_system_metrics_are_logged_at_the_configured_interval(cfg: TrackingConfig) -> None:
     sampled = cfg.model_copy(update={"log_system_metrics": True, "system_metrics_interval_s": 0.2})
-    with pair_run(sampled, None, "photo2ukiyoe", {}) as tracker:
+    with pair_run(sampled, None, UKIYOE, {}) as tracker:
         time.sleep(1.0)
     cpu = _history(cfg, tracker.run_id, "system/cpu_utilization_percentage")
     assert len(cpu) >= 2, cpu
@@ -413,7 +413,7 @@ def test_pair_run_through_a_real_tracking_server_stores_artifacts_in_s3(
         cfg = TrackingConfig(tracking_uri=url, system_metrics_interval_s=0.5)
         parent_id = start_or_resume_parent(cfg, Params())
         with pair_run(
-            cfg, parent_id, "photo2inkwash", {"lr": 1e-3}, run_id_file=workdir / "run_id.txt"
+            cfg, parent_id, INKWASH, {"lr": 1e-3}, run_id_file=workdir / "run_id.txt"
         ) as tracker:
             for step in range(5):
                 tracker.log_metrics({"loss": 1.0 / (step + 1)}, step=step)

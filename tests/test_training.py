@@ -18,7 +18,7 @@ import yaml
 from conftest import free_port
 from PIL import Image
 
-from culturegan.config import Params, parse_params
+from culturegan.config import Pair, Params, parse_params
 from culturegan.data.manifest import ManifestRow, manifest_frame, write_manifest
 from culturegan.errors import CheckpointError, ConfigError
 from culturegan.training import objectives, trainer
@@ -29,7 +29,7 @@ from culturegan.training.runtime import World, cpu_has_native_bf16, linear_decay
 from culturegan.training.trainer import make_runtime, train_pair
 
 SIZE = tiny.SIZE
-PAIR = "photo-inkwash"
+PAIR = Pair("photo", "inkwash")
 TINTS = {"photo": (200, 80, 60), "inkwash": (90, 90, 90), "ukiyoe": (40, 90, 200)}
 
 
@@ -295,8 +295,8 @@ def test_train_pair_writes_generators_samples_metrics_and_logs_to_tracker(
     data_root, tmp_path, objective
 ):
     tracker = RecordingTracker()
-    result = train_pair(tiny_params(objective), PAIR, data_root, tmp_path / PAIR, tracker=tracker)
-    out = tmp_path / PAIR
+    result = train_pair(tiny_params(objective), PAIR, data_root, tmp_path / "out", tracker=tracker)
+    out = tmp_path / "out"
     assert (out / "checkpoints" / "last.pt").exists()
     assert sorted(p.name for p in (out / "samples").iterdir()) == [
         "step_000002.png",
@@ -314,7 +314,7 @@ def test_train_pair_writes_generators_samples_metrics_and_logs_to_tracker(
     assert (info["source"], info["target"], info["image_size"]) == ("photo", "inkwash", SIZE)
     assert (out / "generator_reverse.pt").exists() == (objective == "cyclegan")
     # tracking: params once, metrics every log_every steps, samples and metrics as artifacts
-    assert tracker.params["pair"] == PAIR and tracker.params["train.objective"] == objective
+    assert tracker.params["pair"] == "photo-inkwash" and tracker.params["train.objective"] == objective
     assert [s for s, _ in tracker.metrics] == [2, 4]
     assert {"lr", "images_per_s"} <= set(tracker.metrics[-1][1])
     assert any(k.startswith("loss/") for k in tracker.metrics[-1][1])
@@ -424,13 +424,13 @@ def test_shorter_run_through_the_stage_trains_afresh_and_writes_the_shorter_mode
     train_stage(params(4), PAIR, 3, data_root, tmp_path / "runs", track=False)
     result = train_stage(params(2), PAIR, 3, data_root, tmp_path / "runs", track=False)
     assert (result["resumed_from"], result["steps"]) == (0, 2)
-    saved = read_generator_file(tmp_path / "runs" / PAIR / "seed3" / "generator.pt")
+    saved = read_generator_file(tmp_path / "runs" / "photo-inkwash" / "seed3" / "generator.pt")
     assert saved["steps"] == 2
 
 
 @pytest.fixture
 def trained(data_root: Path, tmp_path: Path) -> Path:
-    out = tmp_path / PAIR
+    out = tmp_path / "photo-inkwash"
     train_pair(tiny_params("fastcut", steps=2), PAIR, data_root, out)
     return out
 
@@ -470,7 +470,7 @@ def test_damaged_checkpoint_is_a_clear_error_not_a_silent_restart(data_root, tra
         (tiny_params("fastcut", steps=2, cut={"num_patches": 8}), PAIR, "losses"),
         (
             tiny_params("fastcut", steps=2),
-            "photo-ukiyoe",
+            Pair("photo", "ukiyoe"),
             "pair: 'photo-inkwash' in the file, 'photo-ukiyoe' now",
         ),
     ],
@@ -506,7 +506,7 @@ def test_non_generator_file_is_a_clear_error(tmp_path):
 
 def test_pair_with_unknown_style_names_train_pairs_and_available_styles(data_root, tmp_path):
     with pytest.raises(ConfigError) as info:
-        train_pair(tiny_params(), "photo-cubism", data_root, tmp_path)
+        train_pair(tiny_params(), Pair("photo", "cubism"), data_root, tmp_path)
     assert "train.pairs" in info.value.message and "'cubism'" in info.value.message
     assert "inkwash, photo, ukiyoe" in info.value.hint
 
@@ -601,10 +601,10 @@ import json, sys
 from pathlib import Path
 import torch
 import yaml
-from culturegan.config import parse_params
+from culturegan.config import Pair, parse_params
 from culturegan.training.trainer import train_pair
 torch.set_num_threads(1)
-train_pair(parse_params(json.loads(sys.argv[1])), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]))
+train_pair(parse_params(json.loads(sys.argv[1])), Pair.parse(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
 """
 
 
@@ -625,7 +625,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(data_root, t
         "-c",
         _TRAIN_SCRIPT,
         json.dumps(params.model_dump(mode="json")),
-        PAIR,
+        str(PAIR),
         str(data_root),
         str(out),
     ]
@@ -661,7 +661,7 @@ def test_saved_generator_files_are_byte_identical_for_the_same_weights(tmp_path)
 
     torch.manual_seed(0)
     net = ResnetGenerator(GeneratorConfig(ngf=4, n_blocks=1))
-    meta = {"pair": PAIR, "image_size": SIZE}
+    meta = {"pair": str(PAIR), "image_size": SIZE}
     paths = [tmp_path / "a" / "generator.pt", tmp_path / "a" / "generator.pt", tmp_path / "b" / "generator.pt"]
     written = []
     for path in paths:
@@ -720,11 +720,11 @@ def test_bench_train_cli_times_steps_fed_by_the_training_loader(data_root, tmp_p
     params_file = tmp_path / "params.yaml"
     raw = tiny_params("cyclegan").model_dump(mode="json")
     params_file.write_text(yaml.safe_dump(raw))
-    args = ["bench", "train", "--params", str(params_file), "--pair", PAIR, "--steps", "1"]
+    args = ["bench", "train", "--params", str(params_file), "--pair", "photo-inkwash", "--steps", "1"]
     result = CliRunner().invoke(app, [*args, "--data", str(data_root), "--baseline"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["data"] == str(data_root) and out["pair"] == PAIR
+    assert out["data"] == str(data_root) and out["pair"] == "photo-inkwash"
     assert out["data_images"] == {"a": 8, "b": 8} and out["data_load_s"] >= 0
     assert out["tuned"]["images_per_s"] > 0 and out["baseline"]["images_per_s"] > 0
     random = json.loads(CliRunner().invoke(app, args).stdout)

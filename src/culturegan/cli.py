@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from culturegan.config import Pair
 from culturegan.errors import CultureganError, ValidationFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -85,7 +86,17 @@ def validate(
         raise ValidationFailed("data validation failed", hint=f"see {report.docs_index}")
 
 
-PairOpt = Annotated[str, typer.Option("--pair", help="culture pair '<source>-<target>', e.g. photo-inkwash")]
+# A pair is parsed here, at the edge (a bad one is a ConfigError: one line and a hint, exit 2).
+PAIR_METAVAR = "SOURCE-TARGET"
+PairOpt = Annotated[
+    Pair,
+    typer.Option(
+        "--pair",
+        parser=Pair.parse,
+        metavar=PAIR_METAVAR,
+        help="culture pair '<source>-<target>', e.g. photo-inkwash",
+    ),
+]
 NoTrackOpt = Annotated[bool, typer.Option("--no-track", help="do not log to MLflow")]
 SeedOpt = Annotated[
     int | None, typer.Option("--seed", min=0, help="training seed of the run (default: the first of train.seeds)")
@@ -220,7 +231,10 @@ def promote(
 @bench_app.command("train")
 def bench_train_cmd(
     params: ParamsOpt = Path("params.yaml"),
-    pair: Annotated[str | None, typer.Option(help="pair (default: the first of train.pairs)")] = None,
+    pair: Annotated[
+        Pair | None,
+        typer.Option(parser=Pair.parse, metavar=PAIR_METAVAR, help="pair (default: the first of train.pairs)"),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(help="prepared data root: time steps on the pair's images through the training loader (default: random tensors)"),
@@ -262,7 +276,9 @@ def bench_gpu_check_cmd(
 @bench_app.command("quality")
 def bench_quality_cmd(
     params: ParamsOpt = Path("params.yaml"),
-    pair: Annotated[str, typer.Option(help="pair to train, '<source>-<target>'")] = "photo-ukiyoe",
+    pair: Annotated[
+        Pair, typer.Option(parser=Pair.parse, metavar=PAIR_METAVAR, help="pair to train, '<source>-<target>'")
+    ] = "photo-ukiyoe",
     steps: Annotated[str, typer.Option(help="comma-separated step budgets, one full run each")] = "240",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="params override key=value (repeatable)")

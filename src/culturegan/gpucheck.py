@@ -257,7 +257,7 @@ def _release(device: str) -> None:
 
 def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: Path) -> dict[str, Any]:
     """A small synthetic benchmark, its style classifier, a short training of one pair, evaluation."""
-    from culturegan.config import Params
+    from culturegan.config import Pair, Params
     from culturegan.data.synthetic import prepare_synthetic
     from culturegan.evaluation.classifier import train_style_classifier
     from culturegan.evaluation.evaluate import evaluate_pair
@@ -265,7 +265,7 @@ def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: P
 
     t = sizes["train"]
     styles = ["photo", "ukiyoe", "inkwash"][: t["styles"]]
-    pair = f"{styles[0]}-{styles[1]}"
+    pair = Pair(styles[0], styles[1])
     params = Params.model_validate(
         {
             "seed": 0,
@@ -275,7 +275,7 @@ def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: P
                               "test_scenes": t["test_scenes"], "preview_scenes": 2},
             },
             "train": {
-                "pairs": [pair], "objective": "cyclegan", "steps": t["steps"],
+                "pairs": [str(pair)], "objective": "cyclegan", "steps": t["steps"],
                 "batch_size": t["batch"], "device": "cuda" if device.startswith("cuda") else "cpu",
                 "generator": sizes["generator"], "discriminator": sizes["discriminator"],
                 "log_every": max(1, t["steps"] // 4), "checkpoint_every": t["steps"],
@@ -302,7 +302,7 @@ def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: P
     full = json.loads(Path(metrics["metrics"]).read_text())
     gan = full["methods"].get("gan", {})
     return {
-        "pair": pair,
+        "pair": str(pair),
         "image_size": sizes["image_size"],
         "steps": trained["steps"],
         "batch_size": t["batch"],
@@ -319,13 +319,14 @@ def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: P
 def measure_loader(device: str, sizes: dict[str, Any], data_root: Path | None) -> dict[str, Any]:
     """The tuned (bf16) and plain paths at the training run's batch, fed by the training loader
     from the prepared images of the train+evaluate part instead of random tensors."""
+    from culturegan.config import Pair
     from culturegan.training.bench import bench_train
 
     if data_root is None:
         return {"status": "skipped", "reason": "no prepared data (the train+evaluate part failed)"}
     batch = sizes["train"]["batch"]
     r = bench_train(
-        bench_params(sizes), pair="photo-ukiyoe", device=device, precision="bf16", compile=False,
+        bench_params(sizes), pair=Pair("photo", "ukiyoe"), device=device, precision="bf16", compile=False,
         channels_last=False, batch_size=batch, steps=sizes["steps"], warmup=sizes["warmup"],
         rounds=sizes["rounds"], baseline=True, data_root=data_root,
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from culturegan.config import Params, dump_params, parse_params
+from culturegan.config import Pair, Params, dump_params, parse_params
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def quality_curve(
     params: Params,
-    pair: str,
+    pair: Pair,
     steps: list[int],
     data_root: Path,
     classifier_path: Path,
@@ -100,10 +100,10 @@ def quality_curve(
         result = train_pair(p, pair, data_root, run_dir, None, resume=False, checkpoint_dir=run_dir / "ckpt")
         train_s = time.perf_counter() - t0
         for direction, generator in directions(p, pair, run_dir).items():
-            out = run_dir / "eval" / direction
+            out = run_dir / "eval" / str(direction)
             evaluate_pair(p, direction, data_root, run_dir, classifier_path, out, generator_file=generator)
             metrics = json.loads((out / "metrics.json").read_text())
-            row = {"label": label, "pair": pair, "steps": n, "train_seconds": round(train_s, 1),
+            row = {"label": label, "pair": str(pair), "steps": n, "train_seconds": round(train_s, 1),
                    "images_per_s": result.get("images_per_s"), **summarize(metrics),
                    "grid": str(out / "grid.png")}
             log.info("%s", json.dumps(row))

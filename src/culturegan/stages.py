@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from culturegan.config import Params
+from culturegan.config import Pair, Params
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,9 @@ def culture_stage(
     return write_culture(params, Path(data_root), Path(classifier_dir) / CLASSIFIER_FILE, Path(out_dir))
 
 
-def seed_dir(root: Path, pair: str, seed: int) -> Path:
+def seed_dir(root: Path, pair: Pair, seed: int) -> Path:
     """`root/<pair>/seed<seed>`: one training seed of a pair, under `runs/` and `reports/eval/` alike."""
-    return Path(root) / pair / f"seed{seed}"
+    return Path(root) / str(pair) / f"seed{seed}"
 
 
 def check_seed(seed: int) -> int:
@@ -56,7 +56,7 @@ def check_seed(seed: int) -> int:
     return seed
 
 
-def checkpoint_dir(params: Params, pair: str, seed: int) -> Path:
+def checkpoint_dir(params: Params, pair: Pair, seed: int) -> Path:
     """Where a pair's checkpoints live: outside DVC's outputs (which DVC deletes before re-running
     a stage), keyed by the run's fingerprint so that changed params start a new run instead of
     colliding with an incompatible checkpoint, while a killed run resumes on `dvc repro`."""
@@ -66,12 +66,12 @@ def checkpoint_dir(params: Params, pair: str, seed: int) -> Path:
     from culturegan.training.trainer import run_fingerprint
 
     key = hashlib.sha256(json.dumps(run_fingerprint(params, pair, seed), sort_keys=True).encode()).hexdigest()
-    return Path(params.data.cache_dir) / "checkpoints" / pair / key[:16]
+    return Path(params.data.cache_dir) / "checkpoints" / str(pair) / key[:16]
 
 
 def train_stage(
     params: Params,
-    pair: str,
+    pair: Pair,
     seed: int,
     data_root: Path,
     runs_root: Path = RUNS_ROOT,
@@ -85,7 +85,6 @@ def train_stage(
     A killed training resumes from its last checkpoint (see `checkpoint_dir`), in the same MLflow
     run; the MLflow run id is also written to `<that folder>/run_id.txt` for later stages.
     """
-    from culturegan.config import parse_pair
     from culturegan.fileio import atomic_write_text
     from culturegan.training.dataset import check_pair_styles
     from culturegan.training.trainer import train_pair
@@ -100,7 +99,6 @@ def train_stage(
     from culturegan.tracking.pair_run import pair_run
     from culturegan.tracking.parent_run import start_or_resume_parent
 
-    source, target = parse_pair(pair)
     parent = start_or_resume_parent(params.tracking, params)
     with pair_run(
         params.tracking,
@@ -108,8 +106,6 @@ def train_stage(
         pair,
         # MLflow's `seed` of a training run is its training seed; the global one beside it.
         {**params.model_dump(mode="json"), "seed": seed, "global_seed": params.seed},
-        source_style=source,
-        target_style=target,
         objective=params.train.objective,
         run_id_file=ckpt_dir / "run_id.txt" if resume else None,
     ) as tracker:
@@ -123,20 +119,17 @@ def train_stage(
     return {**result, "mlflow_run_id": tracker.run_id, "mlflow_parent_run_id": parent}
 
 
-def directions(params: Params, pair: str, model_dir: Path) -> dict[str, str]:
+def directions(params: Params, pair: Pair, model_dir: Path) -> dict[Pair, str]:
     """The directed pairs a trained model serves, each with its generator file in `model_dir`."""
-    from culturegan.config import parse_pair
-
-    source, target = parse_pair(pair)
     found = {pair: "generator.pt"}
     if params.train.objective == "cyclegan" and (Path(model_dir) / "generator_reverse.pt").is_file():
-        found[f"{target}-{source}"] = "generator_reverse.pt"
+        found[pair.reversed()] = "generator_reverse.pt"
     return found
 
 
 def evaluate_stage(
     params: Params,
-    pair: str,
+    pair: Pair,
     seed: int,
     data_root: Path,
     runs_root: Path = RUNS_ROOT,
@@ -161,10 +154,11 @@ def evaluate_stage(
     classifier = Path(classifier_dir) / CLASSIFIER_FILE
     result = {}
     for direction, generator in directions(params, pair, model_dir).items():
-        result[direction] = evaluate_pair(
-            params, direction, Path(data_root), model_dir, classifier, out_root / direction, generator_file=generator
+        name = str(direction)
+        result[name] = evaluate_pair(
+            params, direction, Path(data_root), model_dir, classifier, out_root / name, generator_file=generator
         )
-        _record_training_seed(Path(result[direction]["metrics"]), seed, params.seed)
+        _record_training_seed(Path(result[name]["metrics"]), seed, params.seed)
     return result
 
 
@@ -182,7 +176,7 @@ def _record_training_seed(metrics_file: Path, seed: int, global_seed: int) -> No
 
 def register_stage(
     params: Params,
-    pair: str,
+    pair: Pair,
     seed: int,
     runs_root: Path = RUNS_ROOT,
     eval_root: Path = EVAL_ROOT,
@@ -200,7 +194,9 @@ def register_stage(
     run_id_file = model_dir / "run_id.txt"
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     return {
-        d: register_pair(params, d, model_dir, metrics_root / d / "metrics.json", run_id, data_root=data_root)
+        str(d): register_pair(
+            params, d, model_dir, metrics_root / str(d) / "metrics.json", run_id, data_root=data_root
+        )
         for d in directions(params, pair, model_dir)
     }
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from culturegan.config import Params, parse_pair
+from culturegan.config import Pair, Params
 from culturegan.errors import CheckpointError, ConfigError
 from culturegan.evaluation import imageops, metrics
 from culturegan.evaluation.baselines import make_baselines
@@ -107,7 +107,7 @@ def _feature_spaces(params: Params, classifier: Any) -> dict[str, metrics.Featur
 
 def evaluate_pair(
     params: Params,
-    pair: str,
+    pair: Pair,
     data_root: Path,
     model_dir: Path | None,
     classifier_path: Path,
@@ -124,7 +124,7 @@ def evaluate_pair(
     """
     start = time.perf_counter()
     cfg = params.evaluation
-    source, target = parse_pair(pair)
+    source, target = pair.source, pair.target
     data_root, out_dir = Path(data_root), Path(out_dir)
     if translate is None and model_dir is not None:
         translate = load_translator(Path(model_dir) / generator_file, cfg.batch_size)
@@ -264,7 +264,7 @@ def evaluate_pair(
             controls[name] = score(tiled(out), src_t, test_ref, None)
 
     result = {
-        "pair": pair,
+        "pair": str(pair),
         "source": source,
         "target": target,
         "seed": params.seed,

@@ -75,7 +75,7 @@ def compile_pipeline(
         "package": str(out),
         "pipeline": params.pipeline.name,
         "image": params.pipeline.image,
-        "pairs": list(params.train.pairs),
+        "pairs": [str(pair) for pair in params.train.pairs],
         "seeds": list(params.train.seeds),
         "runs": default_run_items(params),
         "sha256": hashlib.sha256(data).hexdigest(),

@@ -142,7 +142,11 @@ def train(
 
     kfp_io.use_parent_run(parent_run_id)
     result = train_stage(
-        kfp_io.parse(params), pair, kfp_io.run_seed(seed), Path(data.path), runs_root=Path(model.path)
+        kfp_io.parse(params),
+        kfp_io.run_pair(pair),
+        kfp_io.run_seed(seed),
+        Path(data.path),
+        runs_root=Path(model.path),
     )
     kfp_io.record(result, metrics, model, framework="pytorch")
 
@@ -166,7 +170,7 @@ def evaluate(
 
     result = evaluate_stage(
         kfp_io.parse(params),
-        pair,
+        kfp_io.run_pair(pair),
         kfp_io.run_seed(seed),
         Path(data.path),
         runs_root=Path(model.path),
@@ -198,7 +202,7 @@ def register(
     kfp_io.use_parent_run(parent_run_id)
     result = register_stage(
         kfp_io.parse(params),
-        pair,
+        kfp_io.run_pair(pair),
         kfp_io.run_seed(seed),
         runs_root=Path(model.path),
         eval_root=Path(evaluation.path),

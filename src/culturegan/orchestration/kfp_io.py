@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from culturegan.config import Params, dump_params, parse_params
+from culturegan.config import Pair, Params, dump_params, parse_params
 from culturegan.errors import ConfigError
 from culturegan.fileio import atomic_write_text
 
@@ -64,6 +64,12 @@ def run_seed(value: Any) -> int:
             hint='each item of runs is {"pair": "<source>-<target>", "seed": <int >= 0>}',
         )
     return value
+
+
+def run_pair(text: str) -> Pair:
+    """The `pair` of an item of the pipeline parameter `runs`, parsed once for the stage functions:
+    a bad pair is a ConfigError (`Pair.parse`)."""
+    return Pair.parse(text)
 
 
 def use_parent_run(run_id: str) -> None:

@@ -58,7 +58,7 @@ def _use_secrets(task: dsl.PipelineTask, secrets: tuple[str, ...]) -> None:
 
 def default_run_items(settings: Params) -> list[dict]:
     """The loop's items: every pair of `train.pairs` with every seed of `train.seeds`, pair-major."""
-    return [{"pair": pair, "seed": seed} for pair in settings.train.pairs for seed in settings.train.seeds]
+    return [{"pair": str(pair), "seed": seed} for pair in settings.train.pairs for seed in settings.train.seeds]
 
 
 def build_pipeline(settings: Params) -> "GraphComponent":

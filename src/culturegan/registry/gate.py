@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from culturegan.config import Params, RegistryConfig
+from culturegan.config import Pair, Params, RegistryConfig
 from culturegan.errors import ConfigError
 
 CHAMPION = "champion"
@@ -37,16 +37,14 @@ _SPACE_METRIC = re.compile(r"^(?:kid|fid)_([a-z0-9]+)")
 _CLASSIFIER_METRICS = {"style_accuracy", "target_probability"}
 
 
-def model_name(cfg: RegistryConfig, source: str, target: str) -> str:
+def model_name(cfg: RegistryConfig, pair: Pair) -> str:
     """The registered model of one direction, e.g. culturegan-photo-to-inkwash."""
-    return f"{cfg.model_prefix}-{source}-to-{target}"
+    return f"{cfg.model_prefix}-{pair.source}-to-{pair.target}"
 
 
-def champion_uri(cfg: RegistryConfig, pair: str) -> str:
-    """`models:/<name>@champion` for a directed pair '<source>-<target>'."""
-    from culturegan.config import parse_pair
-
-    return f"models:/{model_name(cfg, *parse_pair(pair))}@{CHAMPION}"
+def champion_uri(cfg: RegistryConfig, pair: Pair) -> str:
+    """`models:/<name>@champion` for a directed pair."""
+    return f"models:/{model_name(cfg, pair)}@{CHAMPION}"
 
 
 def file_sha256(path: Path) -> str:
@@ -157,7 +155,7 @@ def _versus_baselines(candidate: Evidence, sign: float) -> str:
     )
 
 
-def read_metrics(metrics_file: Path | None, pair: str) -> tuple[dict[str, Any] | None, str]:
+def read_metrics(metrics_file: Path | None, pair: Pair) -> tuple[dict[str, Any] | None, str]:
     """The evaluate stage's metrics.json, or (None, why) when there is none to read.
 
     A metrics file of another pair is a wiring mistake, not a missing metric: ConfigError.
@@ -173,9 +171,9 @@ def read_metrics(metrics_file: Path | None, pair: str) -> tuple[dict[str, Any] |
         return None, f"{path} cannot be read as JSON ({type(err).__name__}: {err})"
     if not isinstance(metrics, dict) or not isinstance(metrics.get("methods"), dict):
         return None, f"{path} is not an evaluate-stage metrics.json (no 'methods')"
-    if metrics.get("pair") != pair:
+    if metrics.get("pair") != str(pair):
         raise ConfigError(
-            f"{path} holds the metrics of pair {metrics.get('pair')!r}, not of {pair!r}",
+            f"{path} holds the metrics of pair {metrics.get('pair')!r}, not of {str(pair)!r}",
             hint="pass the metrics.json that the evaluate stage wrote for this directed pair",
         )
     return metrics, ""

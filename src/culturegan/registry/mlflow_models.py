@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from culturegan.config import Params, TrackingConfig, dump_params
+from culturegan.config import Pair, Params, TrackingConfig, dump_params
 from culturegan.errors import CheckpointError, ConfigError
 from culturegan.registry.gate import (
     CHAMPION,
@@ -79,9 +79,9 @@ def _evidence_from_tags(version: ModelVersion) -> Evidence:
     )
 
 
-def find_generator(model_dir: Path, source: str, target: str) -> tuple[Path, dict[str, Any]]:
+def find_generator(model_dir: Path, pair: Pair) -> tuple[Path, dict[str, Any]]:
     """The generator file in `model_dir` (generator.pt, or generator_reverse.pt for CycleGAN's
-    backward direction) whose recorded direction is source -> target, and its file contents."""
+    backward direction) whose recorded direction is `pair`, and its file contents."""
     from culturegan.training.checkpoint import read_generator_file
 
     model_dir = Path(model_dir)
@@ -90,10 +90,10 @@ def find_generator(model_dir: Path, source: str, target: str) -> tuple[Path, dic
     for path in files:
         data = read_generator_file(path)
         found.append(f"{path.name}: {data.get('source')}->{data.get('target')}")
-        if data.get("source") == source and data.get("target") == target:
+        if data.get("source") == pair.source and data.get("target") == pair.target:
             return path, data
     raise CheckpointError(
-        f"no generator for {source}->{target} in {model_dir}"
+        f"no generator for {pair.source}->{pair.target} in {model_dir}"
         + (f" (found {'; '.join(found)})" if found else ""),
         hint="run the train stage for this pair (CycleGAN writes both directions)",
     )
@@ -155,7 +155,7 @@ def pip_requirements() -> list[str]:
 
 
 @contextlib.contextmanager
-def _run_for_model(run_id: str | None, experiment_id: str, pair: str) -> Any:
+def _run_for_model(run_id: str | None, experiment_id: str, pair: Pair) -> Any:
     import mlflow
 
     if run_id is not None:
@@ -169,7 +169,7 @@ def _run_for_model(run_id: str | None, experiment_id: str, pair: str) -> Any:
         run_name=f"register {pair}",
         parent_run_id=parent,
         nested=parent is not None,
-        tags={ROLE_TAG: "register", "pair": pair},
+        tags={ROLE_TAG: "register", "pair": str(pair)},
         log_system_metrics=False,
     ) as run:
         yield run
@@ -177,7 +177,7 @@ def _run_for_model(run_id: str | None, experiment_id: str, pair: str) -> Any:
 
 def _log_model(
     params: Params,
-    pair: str,
+    pair: Pair,
     generator_path: Path,
     generator: dict[str, Any],
     run_id: str | None,
@@ -190,7 +190,7 @@ def _log_model(
     image_size = generator.get("image_size")  # the training size, recorded by the train stage
     gen_info = {k: v for k, v in generator.items() if k != "state_dict"}
     config = {
-        "pair": pair,
+        "pair": str(pair),
         "generator": gen_info,
         "input": "uint8 (N, H, W, 3) RGB, any H, W in 8..max_side; output the same shape",
         "params": dump_params(params),
@@ -220,7 +220,7 @@ def _log_model(
                 input_example=input_example(int(image_size or 32)),
                 pip_requirements=pip_requirements(),
                 params={
-                    "pair": pair,
+                    "pair": str(pair),
                     "objective": str(generator.get("objective")),
                     "image_size": str(image_size),
                     "steps": str(generator.get("steps")),
@@ -243,14 +243,14 @@ def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 def register_pair(
     params: Params,
-    pair: str,
+    pair: Pair,
     model_dir: Path,
     metrics_file: Path | None,
     run_id: str | None = None,
     *,
     data_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Register the generator of directed pair '<source>-<target>' and gate it for `champion`.
+    """Register the generator of directed pair `pair` and gate it for `champion`.
 
     `model_dir` is the train stage's output (runs/<training pair>): the generator whose recorded
     direction is source -> target is used, so CycleGAN's backward model registers under the
@@ -259,12 +259,9 @@ def register_pair(
     (e.g. the pair's training run) or in a new run. `data_root` (default: data.root) holds the
     test images that identify the evaluation set. Returns the name, version, decision and reason.
     """
-    from culturegan.config import parse_pair
-
     start = time.perf_counter()
     cfg = params.registry
-    source, target = parse_pair(pair)
-    generator_path, generator = find_generator(Path(model_dir), source, target)
+    generator_path, generator = find_generator(Path(model_dir), pair)
     metrics, problem = read_metrics(metrics_file, pair)
     value, problem = metric_value(metrics, cfg.metric, problem)
     fingerprint: str | None = None
@@ -291,7 +288,7 @@ def register_pair(
 
     experiment_id = configure(params.tracking)
     client = MlflowClient(resolve_tracking_uri(params.tracking))
-    name = model_name(cfg, source, target)
+    name = model_name(cfg, pair)
     model_uri, logged_run_id = _log_model(
         params, pair, generator_path, generator, run_id, experiment_id
     )
@@ -299,7 +296,7 @@ def register_pair(
         model_uri,
         name,
         tags={
-            TAG_PAIR: pair,
+            TAG_PAIR: str(pair),
             TAG_GENERATOR_SHA: file_sha256(generator_path),
             TAG_METRIC: cfg.metric,
             TAG_VALUE: "" if value is None else repr(value),
@@ -309,7 +306,7 @@ def register_pair(
     ).version
     if str(version) == "1":
         client.update_registered_model(
-            name, description=f"Stylises {source} images as {target} (culturegan)."
+            name, description=f"Stylises {pair.source} images as {pair.target} (culturegan)."
         )
 
     current = _champion(client, name)

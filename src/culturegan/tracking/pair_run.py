@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from culturegan.config import TrackingConfig
+from culturegan.config import Pair, TrackingConfig
 from culturegan.fileio import atomic_write_text
 from culturegan.tracking.parent_run import require_run
 from culturegan.tracking.store import (
@@ -44,7 +44,7 @@ def _resumable_pair_run(
     run_id_file: Path | None,
     experiment_id: str,
     parent_run_id: str | None,
-    pair: str,
+    pair: Pair,
 ) -> str | None:
     if run_id_file is None or not run_id_file.exists():
         return None
@@ -59,7 +59,7 @@ def _resumable_pair_run(
         why = "it is in another experiment"
     elif run.data.tags.get(PARENT_TAG) != parent_run_id:
         why = "it has another parent run"
-    elif run.data.tags.get("pair") != pair:
+    elif run.data.tags.get("pair") != str(pair):
         why = f"it is the run of pair {run.data.tags.get('pair')!r}"
     if why:
         log.info("not resuming MLflow run %r from %s: %s", old_id, run_id_file, why)
@@ -71,11 +71,9 @@ def _resumable_pair_run(
 def pair_run(
     cfg: TrackingConfig,
     parent_run_id: str | None,
-    pair: str,
+    pair: Pair,
     params_dict: Mapping[str, Any] | BaseModel,
     *,
-    source_style: str | None = None,
-    target_style: str | None = None,
     objective: str | None = None,
     run_id_file: Path | None = None,
 ) -> Iterator[MlflowTracker]:
@@ -100,14 +98,14 @@ def pair_run(
             # Children live beside their parent, even when it was started in another experiment.
             experiment_id = parent.info.experiment_id
             mlflow.set_experiment(experiment_id=experiment_id)
-    tags = {ROLE_TAG: "pair", "pair": pair}
-    for key, value in (
-        ("source_style", source_style),
-        ("target_style", target_style),
-        ("objective", objective),
-    ):
-        if value is not None:
-            tags[key] = value
+    tags = {
+        ROLE_TAG: "pair",
+        "pair": str(pair),
+        "source_style": pair.source,
+        "target_style": pair.target,
+    }
+    if objective is not None:
+        tags["objective"] = objective
     run_id_file = Path(run_id_file) if run_id_file is not None else None
     resume_id = _resumable_pair_run(client, run_id_file, experiment_id, parent_run_id, pair)
     # start_run starts the system metrics monitor (resuming its step count on a resumed run);
@@ -124,7 +122,7 @@ def pair_run(
         else:
             active = mlflow.start_run(
                 experiment_id=experiment_id,
-                run_name=pair,
+                run_name=str(pair),
                 parent_run_id=parent_run_id,
                 nested=True,
                 tags=tags,

@@ -18,7 +18,7 @@ from typing import Any, Self
 import psutil
 import torch
 
-from culturegan.config import Params, TrainConfig
+from culturegan.config import Pair, Params, TrainConfig
 from culturegan.training.dataset import UnpairedSampler, load_pair
 from culturegan.training.objectives import (
     Nets,
@@ -112,7 +112,7 @@ def _measure_round(path: _Path, batches: Batches, steps: int) -> tuple[float, in
 
 def bench_train(
     params: Params,
-    pair: str | None = None,
+    pair: Pair | None = None,
     device: str = "cpu",
     precision: str | None = None,
     channels_last: bool | None = None,
@@ -192,7 +192,7 @@ def bench_train(
         p.warmup_s = p.run(batches, warmup) if warmup > 0 else 0.0
 
     results: dict[str, Any] = {
-        "pair": pair,
+        "pair": str(pair),
         **data_info,
         "device": str(dev),
         "objective": cfg.objective,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from culturegan.config import parse_pair
+from culturegan.config import Pair
 from culturegan.data.manifest import MANIFEST_NAME, read_manifest
 from culturegan.errors import ConfigError, SourceError
 
@@ -34,7 +34,7 @@ def _read_png(path: Path, size: int) -> np.ndarray:
     return arr
 
 
-def check_pair_styles(data_root: Path, pair: str) -> None:
+def check_pair_styles(data_root: Path, pair: Pair) -> None:
     """Refuse a pair naming a style the prepared data does not hold, before any work (or MLflow
     run) starts: a real source's styles are known only from its manifest."""
     data_root = Path(data_root)
@@ -44,10 +44,10 @@ def check_pair_styles(data_root: Path, pair: str) -> None:
             hint="run the prepare stage first (dvc repro prepare)",
         )
     available = sorted(read_manifest(data_root)["style"].unique())
-    missing = [s for s in parse_pair(pair) if s not in available]
+    missing = [s for s in (pair.source, pair.target) if s not in available]
     if missing:
         raise ConfigError(
-            f"pair {pair!r} (train.pairs / --pair) names style(s) {missing} that "
+            f"pair {str(pair)!r} (train.pairs / --pair) names style(s) {missing} that "
             f"{data_root / MANIFEST_NAME} does not hold; its styles: {available}",
             hint="use pairs of those styles, or change data.source / data.style_names and prepare again",
         )
@@ -99,12 +99,11 @@ class PairImages:
 
 
 def load_pair(
-    data_root: Path, pair: str, size: int, device: torch.device | str = "cpu"
+    data_root: Path, pair: Pair, size: int, device: torch.device | str = "cpu"
 ) -> PairImages:
-    source, target = parse_pair(pair)
-    a = load_style_images(data_root, source, size).to(device)
-    b = load_style_images(data_root, target, size).to(device)
-    return PairImages(source, target, a, b)
+    a = load_style_images(data_root, pair.source, size).to(device)
+    b = load_style_images(data_root, pair.target, size).to(device)
+    return PairImages(pair.source, pair.target, a, b)
 
 
 class UnpairedSampler:

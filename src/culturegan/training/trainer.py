@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from culturegan.config import Params, TrainConfig, parse_pair, size_problem
+from culturegan.config import Pair, Params, TrainConfig, size_problem
 from culturegan.errors import ConfigError
 from culturegan.models.losses import ImagePool
 from culturegan.models.networks import count_params
@@ -104,7 +104,7 @@ def check_sizes(cfg: TrainConfig, image_size: int) -> None:
         raise ConfigError(problem, hint="see data.image_size and train in params.yaml")
 
 
-def run_fingerprint(params: Params, pair: str, seed: int | None = None) -> dict[str, Any]:
+def run_fingerprint(params: Params, pair: Pair, seed: int | None = None) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: everything that shapes the model or its
     training, the training `seed` (default params.seed) included. The step count is part of it,
     since the lr schedule is laid out over `train.steps`: a run with other steps is another run
@@ -115,7 +115,7 @@ def run_fingerprint(params: Params, pair: str, seed: int | None = None) -> dict[
     else:
         losses = {**t.cut.model_dump(), "lambda_nce": t.lambda_nce, "nce_idt": t.nce_idt}
     return {
-        "pair": pair,
+        "pair": str(pair),
         "objective": t.objective,
         "image_size": params.data.image_size,
         "seed": params.seed if seed is None else seed,
@@ -245,7 +245,7 @@ def build_state(
 def _train_loop(
     state: TrainState,
     cfg: TrainConfig,
-    pair: str,
+    pair: Pair,
     tracker: Tracker | None,
     sample: Callable[[int], None],
     checkpoint: Callable[[], None],
@@ -255,7 +255,7 @@ def _train_loop(
     bar = tqdm(
         total=cfg.steps,
         initial=state.step,
-        desc=pair,
+        desc=str(pair),
         unit="step",
         dynamic_ncols=True,
         disable=not (world.is_main and sys.stderr.isatty()),
@@ -293,7 +293,7 @@ def _train_loop(
 
 def train_pair(
     params: Params,
-    pair: str,
+    pair: Pair,
     data_root: Path,
     out_dir: Path,
     tracker: Tracker | None = None,
@@ -315,7 +315,6 @@ def train_pair(
     """
     cfg = params.train
     seed = params.seed if seed is None else seed
-    source, target = parse_pair(pair)
     data_root, out_dir = Path(data_root), Path(out_dir)
     check_sizes(cfg, params.data.image_size)
     device = resolve_device(cfg.device)
@@ -340,7 +339,7 @@ def train_pair(
         if tracker is not None and world.is_main:
             tracker.log_params(
                 {
-                    "pair": pair,
+                    "pair": str(pair),
                     "device": str(device),
                     "precision_used": precision,
                     "world_size": world.size,
@@ -373,7 +372,7 @@ def train_pair(
 
         images = state.step * cfg.batch_size
         metrics = {
-            "pair": pair,
+            "pair": str(pair),
             "objective": cfg.objective,
             "seed": seed,  # the training seed
             "steps": state.step,
@@ -390,9 +389,9 @@ def train_pair(
         paths: dict[str, Path] = {}
         if world.is_main:
             meta = {
-                "pair": pair,
-                "source": source,
-                "target": target,
+                "pair": str(pair),
+                "source": pair.source,
+                "target": pair.target,
                 "objective": cfg.objective,
                 "image_size": params.data.image_size,
                 "steps": state.step,

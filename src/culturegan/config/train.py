@@ -1,0 +1,189 @@
+"""The `train` section: one GAN per culture pair, its objective, networks, schedule and speed
+knobs, and the size rules its networks impose (`size_problem`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from culturegan.config.base import GENERATOR_STRIDE, StrictModel, generator_side, patch_output_size
+from culturegan.config.pair import Pair
+
+
+class GeneratorConfig(StrictModel):
+    """ResNet generator (Johnson et al. 2016, as in CycleGAN/CUT): 2 down, residual blocks, 2 up."""
+
+    ngf: int = Field(16, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
+    n_blocks: int = Field(6, ge=0, le=32, description="residual blocks at 1/4 resolution (reference: 9)")
+    norm: Literal["instance", "batch", "none"] = "instance"
+    upsample: Literal["resize", "transposed"] = Field(
+        "resize",
+        description="resize: nearest 2x then a 3x3 conv (no checkerboard, Odena et al. 2016);"
+        " transposed: the paper code's stride-2 transposed conv",
+    )
+    residual: bool = Field(
+        False,
+        description="predict a change to the input, zero at initialisation: the generator starts"
+        " as the identity and keeps the content from step 0",
+    )
+
+
+class DiscriminatorConfig(StrictModel):
+    """PatchGAN discriminator (Isola et al. 2017): one real/fake score per overlapping patch."""
+
+    ndf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
+    n_layers: int = Field(3, ge=1, le=6, description="stride-2 conv layers (3: 70x70 receptive field)")
+    norm: Literal["instance", "batch", "none"] = "instance"
+
+
+class CycleGANConfig(StrictModel):
+    """CycleGAN objective (Zhu et al. 2017): LSGAN + cycle consistency + identity, history pool."""
+
+    lambda_cycle: float = Field(10.0, ge=0, description="weight of the cycle-consistency L1 loss")
+    lambda_identity: float = Field(
+        0.5, ge=0, description="identity L1 weight, as a fraction of lambda_cycle (paper code's convention)"
+    )
+    pool_size: int = Field(50, ge=0, description="history of generated images shown to D; 0 = none")
+
+
+class CUTConfig(StrictModel):
+    """CUT / FastCUT objective (Park et al. 2020): LSGAN + PatchNCE over generator features."""
+
+    lambda_gan: float = Field(1.0, ge=0)
+    lambda_nce: float | None = Field(None, ge=0, description="PatchNCE weight; null: 1 for cut, 10 for fastcut")
+    nce_idt: bool | None = Field(
+        None, description="identity PatchNCE on target images; null: true for cut, false for fastcut"
+    )
+    nce_layers: list[int] = Field(
+        default_factory=lambda: [0, 4, 8, 12, 16],
+        min_length=1,
+        description="indices into the generator's layer list whose outputs feed PatchNCE",
+    )
+    num_patches: int = Field(256, ge=1, le=4096, description="patches sampled per layer and image")
+    nce_t: float = Field(0.07, gt=0, description="softmax temperature of PatchNCE")
+    head_dim: int = Field(256, ge=1, description="output size of the 2-layer MLP projection head")
+    flip_equivariance: bool = Field(False, description="randomly flip the input and unflip features (FastCUT)")
+
+    @field_validator("nce_layers")
+    @classmethod
+    def _sorted_unique(cls, layers: list[int]) -> list[int]:
+        if any(i < 0 for i in layers) or sorted(set(layers)) != layers:
+            raise ValueError("must be increasing, non-negative and without repeats, e.g. [0, 4, 8, 12, 16]")
+        return layers
+
+
+class TrainConfig(StrictModel):
+    """GAN training: one model per culture pair, objective, networks, schedule and speed knobs."""
+
+    pairs: list[Pair] = Field(
+        default_factory=lambda: [Pair("photo", t) for t in ("inkwash", "ukiyoe", "impressionist")],
+        min_length=1,
+        description="'<source>-<target>' style pairs, one model each",
+    )
+    seeds: list[Annotated[int, Field(ge=0, strict=True)]] = Field(
+        default_factory=lambda: [0],
+        min_length=1,
+        description="training seeds per pair; >= 3 for the seed-level statistics of the analysis",
+    )
+    objective: Literal["cyclegan", "cut", "fastcut"] = Field(
+        "cyclegan", description="cyclegan converges fastest in a small step budget; fastcut steps are 2.5x cheaper"
+    )
+    steps: int = Field(480, ge=1, description="optimisation steps per pair (each on one batch)")
+    decay_start: float = Field(
+        0.5, ge=0, le=1, description="fraction of steps at constant lr, then linear decay to 0"
+    )
+    batch_size: int = Field(4, ge=1, le=1024, description="global batch (split across DDP ranks)")
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    flip: bool = Field(True, description="random horizontal flip of training images")
+    crop_size: int | None = Field(
+        None,
+        ge=16,
+        le=1024,
+        description="train on random square crops of this side from images stored at data.image_size"
+        " (CycleGAN's load_size/crop_size); null: whole images. Evaluation scores whole images, or their tiles with evaluation.tile_size.",
+    )
+    ema: float = Field(
+        0.999, ge=0, lt=1, description="decay of the generators' weight average used for the outputs; 0: off"
+    )
+    augment: list[Literal["translation", "cutout", "color"]] = Field(
+        default_factory=list,
+        description="DiffAugment policies applied to every discriminator input, real and fake",
+    )
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    cyclegan: CycleGANConfig = Field(default_factory=CycleGANConfig)
+    cut: CUTConfig = Field(default_factory=CUTConfig)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if available")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype; auto: bf16 on Ampere+ CUDA and on CPUs with native bf16"
+    )
+    channels_last: bool = Field(False, description="NHWC memory format (helps on CUDA tensor cores)")
+    compile: bool = Field(False, description="torch.compile the networks (slow start, faster steps)")
+    checkpoint_every: int = Field(60, ge=1, description="steps between atomic checkpoints")
+    log_every: int = Field(20, ge=1, description="steps between logged losses")
+    sample_every: int = Field(120, ge=1, description="steps between sample grids")
+    sample_count: int = Field(4, ge=1, le=32, description="source images in each sample grid")
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs_unique(cls, pairs: list[Pair]) -> list[Pair]:
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("pairs must not repeat")
+        return pairs
+
+    @field_validator("crop_size")
+    @classmethod
+    def _crop_size(cls, size: int | None) -> int | None:
+        return None if size is None else generator_side("crop_size", size)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_unique(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must not repeat")
+        return seeds
+
+    @model_validator(mode="after")
+    def _nce_layers_exist(self) -> TrainConfig:
+        # ResnetGenerator's flat layer list: stem 4, 2 x 3 down, n_blocks, 2 x 3 up, head 3.
+        n_layers = 19 + self.generator.n_blocks
+        if self.objective != "cyclegan" and self.cut.nce_layers[-1] >= n_layers:
+            raise ValueError(
+                f"cut.nce_layers {self.cut.nce_layers} index past the generator's {n_layers} layers "
+                f"(generator.n_blocks={self.generator.n_blocks}); use indices below {n_layers}"
+            )
+        return self
+
+    @property
+    def lambda_nce(self) -> float:
+        if self.cut.lambda_nce is not None:
+            return self.cut.lambda_nce
+        return 10.0 if self.objective == "fastcut" else 1.0
+
+    @property
+    def nce_idt(self) -> bool:
+        if self.cut.nce_idt is not None:
+            return self.cut.nce_idt
+        return self.objective == "cut"
+
+
+def size_problem(train: TrainConfig, image_size: int) -> str | None:
+    """Why the generator or discriminator cannot train on these sizes, or None."""
+    for key, side in (("data.image_size", image_size), ("train.crop_size", train.crop_size)):
+        if side is not None and side % GENERATOR_STRIDE:
+            return f"{key} {side} is not a multiple of {GENERATOR_STRIDE}, as the generator's 2 down/upsamplings need"
+    if train.crop_size is not None and train.crop_size > image_size:
+        return (
+            f"train.crop_size {train.crop_size} is larger than data.image_size {image_size}:"
+            " use a crop no larger than the stored images, or null for whole images"
+        )
+    side = train.crop_size or image_size
+    if patch_output_size(side, train.discriminator.n_layers) < 1:
+        return (
+            f"train.discriminator.n_layers {train.discriminator.n_layers} is too deep for {side}px"
+            " training images: use fewer layers or larger images"
+        )
+    return None
