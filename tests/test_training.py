@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -729,3 +731,21 @@ def test_bench_train_cli_times_steps_fed_by_the_training_loader(data_root, tmp_p
     assert out["tuned"]["images_per_s"] > 0 and out["baseline"]["images_per_s"] > 0
     random = json.loads(CliRunner().invoke(app, args).stdout)
     assert random["data"] == "random" and "data_images" not in random
+
+
+def test_training_loads_its_images_without_pandas_or_scipy(data_root: Path) -> None:
+    """The training process lists a pair's images with pyarrow alone: pandas and scipy would add
+    about 55 MB to its peak memory (docs/benchmarks.md) for nothing it uses."""
+    a, b = list(TINTS)[:2]
+    code = (
+        "import sys\n"
+        "from culturegan.config import Pair\n"
+        "from culturegan.training.dataset import check_pair_styles, load_pair\n"
+        "import culturegan.training.trainer, culturegan.training.bench\n"
+        f"pair = Pair({a!r}, {b!r})\n"
+        f"check_pair_styles({str(data_root)!r}, pair)\n"
+        f"images = load_pair({str(data_root)!r}, pair, {SIZE})\n"
+        "print(len(images.a), len(images.b), 'pandas' in sys.modules, 'scipy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["8", "8", "False", "False"]

@@ -2,6 +2,10 @@
 
 `data/manifest.parquet` is the contract between data preparation and every later stage:
 paths are relative to the data root and always `styles/<style>/<split>/<file>.png`.
+
+pandas and scipy are imported inside the functions that use them: the training process, which
+only lists a pair's images (`manifest_records`), then holds neither (about 55 MB of its peak
+memory; pyarrow alone is imported when the manifest is read).
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ import io
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from PIL import Image
-from scipy.fft import dctn
 
 from culturegan.fileio import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MANIFEST_NAME = "manifest.parquet"
 REJECTS_NAME = "rejects.csv"
@@ -74,6 +80,8 @@ REJECT_COLUMNS = [f.name for f in fields(RejectRow)]
 
 def phash(img: Image.Image) -> str:
     """64-bit DCT perceptual hash (the classic pHash): robust to resizing and re-encoding."""
+    from scipy.fft import dctn
+
     gray = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32)
     low = dctn(gray, norm="ortho")[:8, :8]  # lowest frequencies carry the layout of the picture
     bits = (low > np.median(low)).flatten()
@@ -89,6 +97,8 @@ def intensity_std(img: Image.Image) -> float:
 
 
 def manifest_frame(rows: Iterable[ManifestRow]) -> pd.DataFrame:
+    import pandas as pd
+
     df = pd.DataFrame([asdict(r) for r in rows], columns=MANIFEST_COLUMNS)
     return df.astype({"width": "int64", "height": "int64", "intensity_std": "float64"})
 
@@ -106,7 +116,18 @@ def write_manifest(df: pd.DataFrame, root: Path) -> Path:
 
 
 def read_manifest(root: Path) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_parquet(Path(root) / MANIFEST_NAME)
+
+
+def manifest_records(root: Path, columns: Iterable[str]) -> list[dict[str, Any]]:
+    """The manifest's rows as dicts of `columns`, read with pyarrow alone (no pandas)."""
+    import pyarrow.parquet as pq
+
+    # ParquetFile.read, not read_table: read_table goes through pyarrow.dataset, which imports pandas.
+    with pq.ParquetFile(Path(root) / MANIFEST_NAME) as f:
+        return f.read(columns=list(columns)).to_pylist()
 
 
 def write_rejects(rows: Iterable[RejectRow], root: Path, name: str = REJECTS_NAME) -> Path:
@@ -123,4 +144,6 @@ def write_rejects(rows: Iterable[RejectRow], root: Path, name: str = REJECTS_NAM
 
 
 def read_rejects(root: Path) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_csv(Path(root) / REJECTS_NAME, dtype=str, keep_default_na=False)

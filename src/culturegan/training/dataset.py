@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from culturegan.config import Pair
-from culturegan.data.manifest import MANIFEST_NAME, read_manifest
+from culturegan.data.manifest import MANIFEST_NAME, manifest_records
 from culturegan.errors import ConfigError, SourceError
 
 
@@ -34,16 +34,21 @@ def _read_png(path: Path, size: int) -> np.ndarray:
     return arr
 
 
-def check_pair_styles(data_root: Path, pair: Pair) -> None:
-    """Refuse a pair naming a style the prepared data does not hold, before any work (or MLflow
-    run) starts: a real source's styles are known only from its manifest."""
-    data_root = Path(data_root)
+def _manifest_rows(data_root: Path) -> list[dict[str, str]]:
+    """(style, split, path) of every manifest row, read without pandas (the trainer's memory)."""
     if not (data_root / MANIFEST_NAME).exists():
         raise ConfigError(
             f"{data_root / MANIFEST_NAME} not found",
             hint="run the prepare stage first (dvc repro prepare)",
         )
-    available = sorted(read_manifest(data_root)["style"].unique())
+    return manifest_records(data_root, ("style", "split", "path"))
+
+
+def check_pair_styles(data_root: Path, pair: Pair) -> None:
+    """Refuse a pair naming a style the prepared data does not hold, before any work (or MLflow
+    run) starts: a real source's styles are known only from its manifest."""
+    data_root = Path(data_root)
+    available = sorted({r["style"] for r in _manifest_rows(data_root)})
     missing = [s for s in (pair.source, pair.target) if s not in available]
     if missing:
         raise ConfigError(
@@ -56,25 +61,20 @@ def check_pair_styles(data_root: Path, pair: Pair) -> None:
 def load_style_images(data_root: Path, style: str, size: int, split: str = "train") -> torch.Tensor:
     """All images of one style and split, sorted by path: uint8 (N, 3, size, size)."""
     data_root = Path(data_root)
-    if not (data_root / MANIFEST_NAME).exists():
-        raise ConfigError(
-            f"{data_root / MANIFEST_NAME} not found",
-            hint="run the prepare stage first (dvc repro prepare)",
-        )
-    manifest = read_manifest(data_root)
-    available = sorted(manifest["style"].unique())
+    manifest = _manifest_rows(data_root)
+    available = sorted({r["style"] for r in manifest})
     if style not in available:
         raise ConfigError(
             f"train.pairs names style {style!r}, which is not in {data_root / MANIFEST_NAME}",
             hint=f"available styles: {', '.join(available) or '(none)'}",
         )
-    rows = manifest[(manifest["style"] == style) & (manifest["split"] == split)].sort_values("path")
-    if rows.empty:
+    paths = sorted(r["path"] for r in manifest if r["style"] == style and r["split"] == split)
+    if not paths:
         raise ConfigError(
             f"style {style!r} has no {split} images in {data_root / MANIFEST_NAME}",
             hint="re-run the prepare stage",
         )
-    arrays = [_read_png(data_root / p, size) for p in rows["path"]]
+    arrays = [_read_png(data_root / p, size) for p in paths]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
 
 
