@@ -443,7 +443,7 @@ class EvaluationConfig(_Strict):
 
 QualityMeasure = Literal[
     "kid_gain", "kid_gain_floor", "deception", "deception_vs_ceiling", "content_edge_ssim",
-    "gt_ssim", "gt_psnr", "gt_hist_hellinger",
+    "gt_ssim", "gt_ssim_coarse", "gt_psnr", "gt_hist_hellinger",
 ]
 
 
@@ -467,7 +467,7 @@ class AnalysisConfig(_Strict):
 
 # Metrics of evaluation/metrics.json and which way is better; `registry.direction: auto` uses this.
 _HIGHER_IS_BETTER = re.compile(
-    r"^(?:kid_[a-z0-9]+_relative_gain|gt_ssim|gt_psnr|content_ssim|content_edge_ssim"
+    r"^(?:kid_[a-z0-9]+_relative_gain|gt_ssim|gt_ssim_coarse|gt_psnr|content_ssim|content_edge_ssim"
     r"|style_accuracy|target_probability)$"
 )
 _LOWER_IS_BETTER = re.compile(r"^(?:(?:kid|fid)_[a-z0-9]+|gt_hist_hellinger)$")
