@@ -124,3 +124,8 @@ def test_summary_compares_the_gan_with_every_baseline_and_the_truths_edges():
     assert row["edge_ratio"] == pytest.approx(2.0)
     assert row["beats_baselines_gt"] is False  # better SSIM, worse PSNR
     assert row["best_baseline_gt_psnr"] == ["reinhard", 21.0]
+    assert "best_baseline_gt_ssim_coarse" not in row  # a metrics.json from before the measure
+    coarse = {"gt_ssim_coarse": 0.4}
+    row = summarize({"pair": "a-b", "methods": {"gan": gan | {"gt_ssim_coarse": 0.7}, "reinhard": base | coarse,
+                     "identity": base | {"gt_ssim_coarse": 0.3}}, "reference": {}, "controls": {}})
+    assert row["gan_gt_ssim_coarse"] == 0.7 and row["best_baseline_gt_ssim_coarse"] == ["reinhard", 0.4]

@@ -49,6 +49,7 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
         "direction": metrics["pair"],
         "gan_gt_ssim": gan.get("gt_ssim"),
         "gan_gt_psnr": gan.get("gt_psnr"),
+        "gan_gt_ssim_coarse": gan.get("gt_ssim_coarse"),
         "gan_edge_ssim": gan.get("content_edge_ssim"),
         "truth_edge_ssim": truth.get("content_edge_ssim"),
         "gan_hf_ratio": gan.get("hf_ratio"),
@@ -66,6 +67,9 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
             "best_baseline_gt_ssim": [best_ssim, baselines[best_ssim]["gt_ssim"]],
             "best_baseline_gt_psnr": [best_psnr, baselines[best_psnr]["gt_psnr"]],
         }
+        if all("gt_ssim_coarse" in b for b in baselines.values()):  # not in older metrics.json
+            best = max(baselines, key=lambda k: baselines[k]["gt_ssim_coarse"])
+            row["best_baseline_gt_ssim_coarse"] = [best, baselines[best]["gt_ssim_coarse"]]
     controls = metrics.get("controls") or {}
     for name in ("source_noise", "source_blur"):  # real data: damage the metric must not reward
         if name in controls:

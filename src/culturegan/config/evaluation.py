@@ -104,7 +104,7 @@ class EvaluationConfig(StrictModel):
 
 QualityMeasure = Literal[
     "kid_gain", "kid_gain_floor", "deception", "deception_vs_ceiling", "content_edge_ssim",
-    "gt_ssim", "gt_psnr", "gt_hist_hellinger",
+    "gt_ssim", "gt_ssim_coarse", "gt_psnr", "gt_hist_hellinger",
 ]
 
 

@@ -42,7 +42,7 @@ class TrackingConfig(StrictModel):
 
 # Metrics of evaluation/metrics.json and which way is better; `registry.direction: auto` uses this.
 _HIGHER_IS_BETTER = re.compile(
-    r"^(?:kid_[a-z0-9]+_relative_gain|gt_ssim|gt_psnr|content_ssim|content_edge_ssim"
+    r"^(?:kid_[a-z0-9]+_relative_gain|gt_ssim|gt_ssim_coarse|gt_psnr|content_ssim|content_edge_ssim"
     r"|style_accuracy|target_probability)$"
 )
 _LOWER_IS_BETTER = re.compile(r"^(?:(?:kid|fid)_[a-z0-9]+|gt_hist_hellinger)$")

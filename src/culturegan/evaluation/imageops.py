@@ -58,7 +58,15 @@ def sobel_magnitude(gray: np.ndarray) -> np.ndarray:
     return np.hypot(gx, gy) / 4.0
 
 
-def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = 1.5) -> np.ndarray:
+SSIM_SIGMA, SSIM_TRUNCATE = 1.5, 3.5  # gaussian window of 2 * round(3.5 * 1.5) + 1 = 11 pixels
+
+
+def ssim_window(sigma: float = SSIM_SIGMA) -> int:
+    """Side of the SSIM window: images must be at least this large."""
+    return 2 * int(SSIM_TRUNCATE * sigma + 0.5) + 1
+
+
+def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> np.ndarray:
     """Per-image SSIM of (N, H, W) float batches (Wang et al. 2004, gaussian window).
 
     Same definition as skimage's structural_similarity(gaussian_weights=True,
@@ -70,11 +78,11 @@ def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = 1
         raise ValueError(
             f"ssim needs two (N, H, W) batches of one shape, got {x.shape} and {y.shape}"
         )
-    truncate = 3.5
-    radius = int(truncate * sigma + 0.5)
-    if min(x.shape[1:]) < 2 * radius + 1:
+    truncate = SSIM_TRUNCATE
+    radius = ssim_window(sigma) // 2
+    if min(x.shape[1:]) < ssim_window(sigma):
         raise ValueError(
-            f"images of {x.shape[1:]} are smaller than the {2 * radius + 1}-pixel SSIM window"
+            f"images of {x.shape[1:]} are smaller than the {ssim_window(sigma)}-pixel SSIM window"
         )
 
     def blur(a: np.ndarray) -> np.ndarray:
@@ -96,6 +104,17 @@ def ssim_rgb(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xs = np.moveaxis(to_unit(x), -1, 1).reshape(-1, *x.shape[1:3])
     ys = np.moveaxis(to_unit(y), -1, 1).reshape(-1, *y.shape[1:3])
     return ssim(xs, ys).reshape(len(x), 3).mean(axis=1)
+
+
+def downsample(images: np.ndarray, factor: int) -> np.ndarray:
+    """Area-average each `factor` x `factor` block of uint8 (N, H, W, C) images, rounded back to
+    uint8: (N, H // factor, W // factor, C). A remainder row or column is cut off."""
+    n, h, w, c = images.shape
+    h, w = h // factor * factor, w // factor * factor
+    if h == 0 or w == 0:
+        raise ValueError(f"cannot shrink {images.shape[1]}x{images.shape[2]} images by {factor}")
+    blocks = images[:, :h, :w].reshape(n, h // factor, factor, w // factor, factor, c)
+    return np.round(blocks.mean(axis=(2, 4), dtype=np.float64)).astype(np.uint8)
 
 
 def edge_map(images: np.ndarray) -> np.ndarray:

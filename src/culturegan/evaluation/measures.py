@@ -26,6 +26,7 @@ _METRICS: dict[str, tuple[str, str | None, str]] = {
     "content_ssim": ("content SSIM", "higher", "content"),
     "content_edge_ssim": ("content edge SSIM", "higher", "content"),
     "gt_ssim": ("SSIM to truth", "higher", "ground truth"),
+    "gt_ssim_coarse": ("SSIM to truth at half scale", "higher", "ground truth"),
     "gt_psnr": ("PSNR to truth (dB)", "higher", "ground truth"),
     "gt_hist_hellinger": ("histogram distance to truth", "lower", "ground truth"),
     "seconds": ("seconds", "lower", "cost"),
@@ -67,6 +68,12 @@ MEASURES: dict[str, dict[str, str]] = {
         "label": "SSIM to truth",
         "direction": "higher",
         "description": "SSIM to the true target rendering of the same scene",
+    },
+    "gt_ssim_coarse": {
+        "label": "SSIM to truth at half scale",
+        "direction": "higher",
+        "description": "SSIM to the true target rendering at half resolution (2x2 averages): the "
+        "scene's layout and colour areas above the brush-stroke scale",
     },
     "gt_psnr": {
         "label": "PSNR to truth (dB)",
@@ -171,6 +178,6 @@ def measures_of(record: dict[str, Any], method: str) -> dict[str, float | None]:
         out["kid_gain_floor"] = 1.0 - (kid - floor) / (src_kid - floor)
     if deception is not None and ceiling is not None and ceiling > 0:
         out["deception_vs_ceiling"] = deception / ceiling
-    for key in ("content_edge_ssim", "gt_ssim", "gt_psnr", "gt_hist_hellinger"):
+    for key in ("content_edge_ssim", "gt_ssim", "gt_ssim_coarse", "gt_psnr", "gt_hist_hellinger"):
         out[key] = finite(m.get(key))
     return {k: out[k] for k in MEASURES}
