@@ -100,6 +100,7 @@ BAR_MEASURES = (
     "deception",
     "content_edge_ssim",
     "gt_ssim",
+    "gt_ssim_coarse",
     "gt_psnr",
     "gt_hist_hellinger",
 )
