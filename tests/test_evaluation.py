@@ -109,6 +109,81 @@ def test_fid_matches_the_closed_form_for_gaussians_and_stays_finite_when_singula
     assert np.isfinite(few) and few > 0
 
 
+class _ColourFeatures(torch.nn.Module):
+    """A fixed feature extractor shared by both implementations in the torchmetrics cross-checks:
+    uint8 (N, 3, H, W) -> float64 (N, 16), tanh of a seeded projection of the 2 x 2 mean colours."""
+
+    num_features = 16  # torchmetrics' FID reads this instead of running a dummy image
+
+    def __init__(self) -> None:
+        super().__init__()
+        proj = torch.randn(12, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        self.register_buffer("proj", proj)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images.double() / 255.0, 2).flatten(1)
+        return torch.tanh(3.0 * pooled @ self.proj)
+
+
+@pytest.fixture(scope="module")
+def torchmetrics_sets() -> tuple[_ColourFeatures, torch.Tensor, torch.Tensor]:
+    """60 photo and 60 ukiyoe renderings as uint8 (N, 3, H, W) tensors, and the extractor."""
+
+    def nchw(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+    return _ColourFeatures(), nchw(scenes("photo", range(60))), nchw(scenes("ukiyoe", range(60)))
+
+
+def _features(net: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return net(images).numpy()
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_kid_agrees_with_torchmetrics(torchmetrics_sets):
+    kid_module = pytest.importorskip("torchmetrics.image.kid")
+    net, fake, real = torchmetrics_sets
+    x, y = _features(net, fake), _features(net, real)
+
+    def theirs(subsets: int, subset_size: int) -> tuple[float, float]:
+        # Same kernel as metrics.kid: (a.b / D + 1)^3 (torchmetrics' degree 3, gamma 1/D, coef 1).
+        metric = kid_module.KernelInceptionDistance(
+            feature=net, subsets=subsets, subset_size=subset_size, degree=3, gamma=None, coef=1.0
+        )
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+        mean, std = metric.compute()
+        return float(mean), float(std)
+
+    # Subsets of the whole set: both are the one unbiased MMD^2 of the two sets, to rounding.
+    ours = metrics.kid(x, y, subsets=3, subset_size=60)
+    whole = theirs(3, 60)
+    assert ours[1] < 1e-9 * abs(ours[0]) and whole[1] < 1e-9 * abs(whole[0])
+    assert ours[0] == pytest.approx(whole[0], rel=1e-9)
+    # Random subsets of 20: the two draw different subsets, so each mean is the MMD^2 expected
+    # over subsets plus a sampling error of std / sqrt(subsets); allow 5 sigma of the difference.
+    torch.manual_seed(0)
+    n = 400
+    ours = metrics.kid(x, y, subsets=n, subset_size=20, seed=0)
+    sampled = theirs(n, 20)
+    sigma = np.hypot(ours[1], sampled[1]) / np.sqrt(n)
+    assert abs(ours[0] - sampled[0]) < 5 * sigma, (ours, sampled, sigma)
+    assert ours[1] == pytest.approx(sampled[1], rel=0.25)
+    assert abs(ours[0] - whole[0]) < 5 * ours[1] / np.sqrt(n)  # both estimate one expectation
+
+
+def test_fid_agrees_with_torchmetrics(torchmetrics_sets):
+    fid_module = pytest.importorskip("torchmetrics.image.fid")
+    net, fake, real = torchmetrics_sets
+    metric = fid_module.FrechetInceptionDistance(feature=net)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    ours = metrics.fid(_features(net, fake), _features(net, real))
+    assert ours > 0.1
+    assert ours == pytest.approx(float(metric.compute()), rel=1e-6)
+
+
 def test_relative_gain_is_share_of_source_target_kid_closed_and_none_without_a_gap():
     assert metrics.relative_gain(2.0, 8.0) == pytest.approx(0.75)
     assert metrics.relative_gain(8.0, 8.0) == 0.0
