@@ -29,10 +29,16 @@ def rgb_to_lab(images: np.ndarray) -> np.ndarray:
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """CIE Lab (..., 3) -> uint8 sRGB; colours outside the sRGB gamut are clipped."""
+    """CIE Lab (..., 3) -> uint8 sRGB; colours outside the sRGB gamut are clipped.
+
+    skimage clips twice: f(Z) = (L + 16) / 116 - b / 200 at 0 (b far above what L allows: very
+    saturated yellows), then linear RGB to [0, 1]. Before it used skimage, this function let f(Z)
+    go negative: the two differ for those yellows only (some of Reinhard's outputs into gold ground,
+    dot painting and photo).
+    """
     with warnings.catch_warnings():
-        # Lab far out of gamut (Reinhard's stretched statistics) gives negative Z, which skimage
-        # clips to 0 with a warning per call; clipping is the documented behaviour here.
+        # skimage warns on every call that clips f(Z); Reinhard's stretched statistics do that
+        # routinely, and the clipping is the documented behaviour here.
         warnings.filterwarnings("ignore", "Conversion from CIE-LAB", UserWarning)
         return to_uint8(color.lab2rgb(np.asarray(lab, dtype=np.float64)))
 
