@@ -88,13 +88,36 @@ def test_histogram_matching_gives_each_channel_the_pooled_target_distribution(ph
             assert np.abs(np.quantile(out[i, ..., c], q) - ref_q).max() <= 12, (c, i)
 
 
-def test_histogram_matching_agrees_with_scikit_image(photo, inkwash_refs):
-    exposure = pytest.importorskip("skimage.exposure")
-    ours = histogram_matching(photo, inkwash_refs)
-    pooled = inkwash_refs.reshape(-1, SIZE, 3)  # one tall image holding every reference pixel
-    for i in range(len(photo)):
-        theirs = exposure.match_histograms(photo[i], pooled, channel_axis=-1)
-        assert np.abs(ours[i].astype(int) - np.rint(theirs).astype(int)).max() <= 1
+def test_histogram_matching_gives_a_source_of_distinct_values_exactly_the_reference_histogram():
+    # 64 distinct values per channel in each 8 x 8 source, 64 distinct reference values pooled
+    # over four 4 x 4 references: equal cumulative shares, so the k-th smallest source value must
+    # become the k-th smallest reference value, whatever the layout of either.
+    rng = np.random.default_rng(7)
+    sources = np.stack(
+        [np.stack([rng.permutation(np.arange(0, 256, 4)) for _ in range(3)], -1) for _ in range(2)]
+    ).reshape(2, 8, 8, 3).astype(np.uint8)
+    ref_values = np.stack([rng.choice(256, 64, replace=False) for _ in range(3)], -1)
+    refs = ref_values.reshape(4, 4, 4, 3).astype(np.uint8)
+    out = histogram_matching(sources, refs)
+    for i in range(2):
+        for c in range(3):
+            assert np.array_equal(np.sort(out[i, ..., c].ravel()), np.sort(ref_values[:, c]))
+            # and value by value: a source value's rank picks the reference value
+            rank = sources[i, ..., c] // 4
+            assert np.array_equal(out[i, ..., c], np.sort(ref_values[:, c])[rank])
+
+
+def test_histogram_matching_interpolates_between_reference_values_and_rounds():
+    # Source: every value 0..255 once (cumulative share (s + 1) / 256). Reference: 0, 85, 170 and
+    # 255 equally often (shares 1/4 .. 1). Interpolating the reference value at the source's share
+    # gives 85 (s - 63) / 64 for s >= 63 and the lowest value, 0, below.
+    src = np.repeat(np.arange(256).reshape(1, 16, 16, 1), 3, axis=-1).astype(np.uint8)
+    ref = np.repeat(np.array([0, 85, 170, 255] * 4).reshape(1, 4, 4, 1), 3, axis=-1).astype(np.uint8)
+    s = np.arange(256)
+    want = np.rint(np.clip(85 * (s - 63) / 64, 0, None)).astype(np.uint8)  # rounded, not cut
+    out = histogram_matching(src, ref)
+    for c in range(3):
+        assert np.array_equal(out[0, ..., c].ravel(), want)
 
 
 def test_baselines_refuse_float_or_empty_inputs(photo):

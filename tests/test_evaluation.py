@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,81 @@ def test_fid_matches_the_closed_form_for_gaussians_and_stays_finite_when_singula
     assert np.isfinite(few) and few > 0
 
 
+class _ColourFeatures(torch.nn.Module):
+    """A fixed feature extractor shared by both implementations in the torchmetrics cross-checks:
+    uint8 (N, 3, H, W) -> float64 (N, 16), tanh of a seeded projection of the 2 x 2 mean colours."""
+
+    num_features = 16  # torchmetrics' FID reads this instead of running a dummy image
+
+    def __init__(self) -> None:
+        super().__init__()
+        proj = torch.randn(12, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        self.register_buffer("proj", proj)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images.double() / 255.0, 2).flatten(1)
+        return torch.tanh(3.0 * pooled @ self.proj)
+
+
+@pytest.fixture(scope="module")
+def torchmetrics_sets() -> tuple[_ColourFeatures, torch.Tensor, torch.Tensor]:
+    """60 photo and 60 ukiyoe renderings as uint8 (N, 3, H, W) tensors, and the extractor."""
+
+    def nchw(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+    return _ColourFeatures(), nchw(scenes("photo", range(60))), nchw(scenes("ukiyoe", range(60)))
+
+
+def _features(net: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return net(images).numpy()
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_kid_agrees_with_torchmetrics(torchmetrics_sets):
+    kid_module = pytest.importorskip("torchmetrics.image.kid")
+    net, fake, real = torchmetrics_sets
+    x, y = _features(net, fake), _features(net, real)
+
+    def theirs(subsets: int, subset_size: int) -> tuple[float, float]:
+        # Same kernel as metrics.kid: (a.b / D + 1)^3 (torchmetrics' degree 3, gamma 1/D, coef 1).
+        metric = kid_module.KernelInceptionDistance(
+            feature=net, subsets=subsets, subset_size=subset_size, degree=3, gamma=None, coef=1.0
+        )
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+        mean, std = metric.compute()
+        return float(mean), float(std)
+
+    # Subsets of the whole set: both are the one unbiased MMD^2 of the two sets, to rounding.
+    ours = metrics.kid(x, y, subsets=3, subset_size=60)
+    whole = theirs(3, 60)
+    assert ours[1] < 1e-9 * abs(ours[0]) and whole[1] < 1e-9 * abs(whole[0])
+    assert ours[0] == pytest.approx(whole[0], rel=1e-9)
+    # Random subsets of 20: the two draw different subsets, so each mean is the MMD^2 expected
+    # over subsets plus a sampling error of std / sqrt(subsets); allow 5 sigma of the difference.
+    torch.manual_seed(0)
+    n = 400
+    ours = metrics.kid(x, y, subsets=n, subset_size=20, seed=0)
+    sampled = theirs(n, 20)
+    sigma = np.hypot(ours[1], sampled[1]) / np.sqrt(n)
+    assert abs(ours[0] - sampled[0]) < 5 * sigma, (ours, sampled, sigma)
+    assert ours[1] == pytest.approx(sampled[1], rel=0.25)
+    assert abs(ours[0] - whole[0]) < 5 * ours[1] / np.sqrt(n)  # both estimate one expectation
+
+
+def test_fid_agrees_with_torchmetrics(torchmetrics_sets):
+    fid_module = pytest.importorskip("torchmetrics.image.fid")
+    net, fake, real = torchmetrics_sets
+    metric = fid_module.FrechetInceptionDistance(feature=net)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    ours = metrics.fid(_features(net, fake), _features(net, real))
+    assert ours > 0.1
+    assert ours == pytest.approx(float(metric.compute()), rel=1e-6)
+
+
 def test_relative_gain_is_share_of_source_target_kid_closed_and_none_without_a_gap():
     assert metrics.relative_gain(2.0, 8.0) == pytest.approx(0.75)
     assert metrics.relative_gain(8.0, 8.0) == 0.0
@@ -130,28 +206,89 @@ def test_style_accuracy_is_share_of_argmax_on_target():
 # --- image operations and content / ground-truth metrics --------------------------------------
 
 
-def test_ssim_and_lab_agree_with_scikit_image():
-    skm = pytest.importorskip("skimage.metrics")
-    skc = pytest.importorskip("skimage.color")
+def _ssim_by_definition(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+    """SSIM of one (H, W) pair written out from Wang et al. (2004), window by window: 11 x 11
+    gaussian weights (sigma 1.5, radius 5), population moments, the mean over every pixel whose
+    window lies inside the image (so no border handling enters)."""
+    r = 5
+    g = np.exp(-0.5 * (np.arange(-r, r + 1) / 1.5) ** 2)
+    w = np.outer(g, g) / g.sum() ** 2
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    values = []
+    for i in range(r, x.shape[0] - r):
+        for j in range(r, x.shape[1] - r):
+            a, b = x[i - r : i + r + 1, j - r : j + r + 1], y[i - r : i + r + 1, j - r : j + r + 1]
+            ma, mb = (w * a).sum(), (w * b).sum()
+            va, vb = (w * a * a).sum() - ma**2, (w * b * b).sum() - mb**2
+            cov = (w * a * b).sum() - ma * mb
+            values.append(
+                (2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+            )
+    return float(np.mean(values))
+
+
+def test_ssim_matches_its_definition_written_out_window_by_window():
     rng = np.random.default_rng(4)
-    x = rng.random((2, 24, 24))
-    y = np.clip(x + rng.normal(scale=0.1, size=x.shape), 0, 1)
-    ours = imageops.ssim(x, y)
-    theirs = [
-        skm.structural_similarity(
-            x[i],
-            y[i],
-            data_range=1.0,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-        )
-        for i in range(2)
-    ]
-    np.testing.assert_allclose(ours, theirs, rtol=1e-9)
-    img = scenes("ukiyoe", range(2))
-    np.testing.assert_allclose(imageops.rgb_to_lab(img), skc.rgb2lab(img), atol=1e-3)
-    assert np.abs(imageops.lab_to_rgb(imageops.rgb_to_lab(img)).astype(int) - img).max() <= 1
+    x = rng.random((2, 16, 23))
+    y = np.clip(x + rng.normal(scale=0.2, size=x.shape), 0, 1)
+    want = [_ssim_by_definition(x[i], y[i], 1.0) for i in range(2)]
+    np.testing.assert_allclose(imageops.ssim(x, y), want, rtol=1e-9)
+    # data_range scales the constants: the same images in [0, 255] score the same.
+    np.testing.assert_allclose(imageops.ssim(255 * x, 255 * y, data_range=255.0), want, rtol=1e-9)
+    assert imageops.ssim(x, x) == pytest.approx([1.0, 1.0], abs=1e-12)
+
+
+def test_ssim_of_flat_images_is_the_luminance_term_and_ssim_rgb_is_the_channel_mean():
+    # Flat images have no variance: SSIM = (2 a b + c1) / (a^2 + b^2 + c1) at every pixel.
+    a, b, c1 = 0.25, 0.75, 0.01**2
+    flat = imageops.ssim(np.full((1, 12, 12), a), np.full((1, 12, 12), b))
+    assert flat[0] == pytest.approx((2 * a * b + c1) / (a**2 + b**2 + c1), rel=1e-12)
+    x, y = scenes("photo", range(3)), scenes("ukiyoe", range(3))
+    unit_x, unit_y = imageops.to_unit(x), imageops.to_unit(y)
+    per_channel = [imageops.ssim(unit_x[..., c], unit_y[..., c]) for c in range(3)]
+    np.testing.assert_allclose(imageops.ssim_rgb(x, y), np.mean(per_channel, axis=0), rtol=1e-12)
+    assert imageops.ssim_rgb(x, x) == pytest.approx([1.0] * 3)
+
+
+def test_ssim_refuses_images_smaller_than_its_window_or_of_two_shapes():
+    assert imageops.ssim_window() == 11
+    small = np.zeros((2, 10, 12, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="smaller than the 11-pixel SSIM window"):
+        imageops.ssim_rgb(small, small)
+    with pytest.raises(ValueError, match="smaller than the 11-pixel SSIM window"):
+        imageops.ssim(np.zeros((1, 12, 10)), np.zeros((1, 12, 10)))
+    with pytest.raises(ValueError, match="one shape"):
+        imageops.ssim(np.zeros((1, 12, 12)), np.zeros((2, 12, 12)))
+
+
+def test_lab_of_the_srgb_primaries_white_and_black_are_the_published_values():
+    rgb = np.array([[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    # CIE Lab (D65, 2 degree) of sRGB white, black and the primaries, as tabulated to 2 decimals
+    # (e.g. by the EasyRGB and Bruce Lindbloom calculators).
+    published = np.array(
+        [
+            [100.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0],
+            [53.24, 80.09, 67.20],
+            [87.73, -86.18, 83.18],
+            [32.30, 79.19, -107.86],
+        ]
+    )
+    np.testing.assert_allclose(imageops.rgb_to_lab(rgb), published, atol=0.01)
+    np.testing.assert_array_equal(imageops.lab_to_rgb(published), rgb)
+    assert imageops.rgb_to_lab(scenes("ukiyoe", range(2))).shape == (2, SIZE, SIZE, 3)
+
+
+def test_lab_round_trip_and_out_of_gamut_lab_is_clipped_silently():
+    rgb = np.random.default_rng(6).integers(0, 256, size=(4, 50, 50, 3), dtype=np.uint8)
+    assert np.abs(imageops.lab_to_rgb(imageops.rgb_to_lab(rgb)).astype(int) - rgb).max() <= 1
+    beyond = np.array([[150.0, 0.0, 0.0], [-10.0, 0.0, 0.0], [50.0, 0.0, 300.0]])  # the last: Z < 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skimage warns of negative Z on each call: kept quiet
+        out = imageops.lab_to_rgb(beyond)
+    assert out.dtype == np.uint8
+    assert out[0].tolist() == [255, 255, 255] and out[1].tolist() == [0, 0, 0]
+    assert out[2, 0] > out[2, 2] and out[2, 1] > out[2, 2]  # very yellow stays yellow
 
 
 @pytest.mark.parametrize("target", ["inkwash", "ukiyoe", "impressionist"])

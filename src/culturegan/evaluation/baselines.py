@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from skimage import exposure
 
 from culturegan.config import EvaluationConfig, GatysConfig
 from culturegan.evaluation import imageops
@@ -59,24 +60,22 @@ def reinhard(sources: np.ndarray, target_refs: np.ndarray) -> np.ndarray:
 def histogram_matching(sources: np.ndarray, target_refs: np.ndarray) -> np.ndarray:
     """Per-channel histogram matching of each source to the pooled histogram of all references.
 
-    Same mapping as skimage.exposure.match_histograms: each source value goes to the target value
-    at the same cumulative share, interpolated between the target's values.
+    skimage.exposure.match_histograms, channel by channel: each source value goes to the target
+    value at the same cumulative share, interpolated between the target's values, then rounded.
+    (On a uint8 RGB image with channel_axis, skimage writes the interpolated values into a uint8
+    array, i.e. truncates them; one grey channel comes back as float, which is rounded here.)
+    skimage counts the pooled references again for every source: about 0.25 s for 60 sources
+    against 240 references of 64 px, where a shared lookup table took 0.01 s.
     """
     _check(sources, target_refs)
     out = np.empty_like(sources)
-    n = len(sources)
     for c in range(3):
-        t_counts = np.bincount(target_refs[..., c].ravel(), minlength=256)
-        t_values = np.flatnonzero(t_counts)
-        t_cdf = np.cumsum(t_counts[t_values]) / t_counts.sum()
-        chan = sources[..., c].reshape(n, -1)
-        s_counts = np.stack([np.bincount(row, minlength=256) for row in chan])  # (N, 256)
-        s_cdf = np.cumsum(s_counts, axis=1) / chan.shape[1]
-        lut = np.stack(
-            [np.interp(cdf, t_cdf, t_values) for cdf in s_cdf]
-        )  # (N, 256) value -> value
-        mapped = np.take_along_axis(lut, chan.astype(np.int64), axis=1)
-        out[..., c] = np.clip(np.rint(mapped), 0, 255).astype(np.uint8).reshape(sources.shape[:3])
+        # One tall grey image holding every reference pixel of this channel (contiguous: skimage
+        # flattens it for every source).
+        pooled = np.ascontiguousarray(target_refs[..., c]).reshape(-1, target_refs.shape[2])
+        for i, src in enumerate(sources[..., c]):
+            matched = exposure.match_histograms(src, pooled)  # float64
+            out[i, ..., c] = np.clip(np.rint(matched), 0, 255).astype(np.uint8)
     return out
 
 

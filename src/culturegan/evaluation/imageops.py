@@ -1,16 +1,16 @@
-"""Image operations shared by metrics, baselines and cultural-distance views (numpy/scipy only)."""
+"""Image operations shared by metrics, baselines and cultural-distance views.
+
+Colour conversion and SSIM are scikit-image's; the rest is numpy/scipy.
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
-
-# sRGB (D65) <-> XYZ, the matrices used by scikit-image, so Lab values agree with skimage.color.
-_RGB_TO_XYZ = np.array(
-    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
-)
-_XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
-_WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
+from skimage import color
+from skimage.metrics import structural_similarity
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -25,25 +25,22 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 def rgb_to_lab(images: np.ndarray) -> np.ndarray:
     """uint8 sRGB (..., 3) -> CIE Lab (D65, 2 degree observer), float64: L in [0, 100]."""
-    c = to_unit(images)
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    xyz = lin @ _RGB_TO_XYZ.T / _WHITE_D65
-    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
-    L = 116.0 * f[..., 1] - 16.0
-    a = 500.0 * (f[..., 0] - f[..., 1])
-    b = 200.0 * (f[..., 1] - f[..., 2])
-    return np.stack([L, a, b], axis=-1)
+    return color.rgb2lab(to_unit(images))
 
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """CIE Lab (..., 3) -> uint8 sRGB; colours outside the sRGB gamut are clipped."""
-    lab = np.asarray(lab, dtype=np.float64)
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
-    xyz = np.where(f**3 > 0.008856, f**3, (f - 16.0 / 116.0) / 7.787) * _WHITE_D65
-    lin = np.clip(xyz @ _XYZ_TO_RGB.T, 0.0, None)
-    c = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return to_uint8(c)
+    """CIE Lab (..., 3) -> uint8 sRGB; colours outside the sRGB gamut are clipped.
+
+    skimage clips twice: f(Z) = (L + 16) / 116 - b / 200 at 0 (b far above what L allows: very
+    saturated yellows), then linear RGB to [0, 1]. Before it used skimage, this function let f(Z)
+    go negative: the two differ for those yellows only (some of Reinhard's outputs into gold ground,
+    dot painting and photo).
+    """
+    with warnings.catch_warnings():
+        # skimage warns on every call that clips f(Z); Reinhard's stretched statistics do that
+        # routinely, and the clipping is the documented behaviour here.
+        warnings.filterwarnings("ignore", "Conversion from CIE-LAB", UserWarning)
+        return to_uint8(color.lab2rgb(np.asarray(lab, dtype=np.float64)))
 
 
 def luminance(images: np.ndarray) -> np.ndarray:
@@ -66,44 +63,50 @@ def ssim_window(sigma: float = SSIM_SIGMA) -> int:
     return 2 * int(SSIM_TRUNCATE * sigma + 0.5) + 1
 
 
-def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> np.ndarray:
-    """Per-image SSIM of (N, H, W) float batches (Wang et al. 2004, gaussian window).
+def _check_ssim(x: np.ndarray, y: np.ndarray, ndim: int, sigma: float) -> None:
+    if x.shape != y.shape or x.ndim != ndim:
+        shape = "(N, H, W)" if ndim == 3 else "(N, H, W, C)"
+        raise ValueError(f"ssim needs two {shape} batches of one shape, got {x.shape} and {y.shape}")
+    if min(x.shape[1:3]) < ssim_window(sigma):
+        raise ValueError(
+            f"images of {x.shape[1:3]} are smaller than the {ssim_window(sigma)}-pixel SSIM window"
+        )
 
-    Same definition as skimage's structural_similarity(gaussian_weights=True,
-    use_sample_covariance=False): population covariances, the border of one window radius left out.
-    """
+
+def _ssim_one(
+    x: np.ndarray, y: np.ndarray, data_range: float, sigma: float, channel_axis: int | None = None
+) -> float:
+    # Wang et al. (2004): gaussian window (skimage truncates it at 3.5 sigma, as SSIM_TRUNCATE),
+    # population covariances; the border of one window radius is left out of the mean, and with
+    # channel_axis the result is the mean over the channels.
+    return structural_similarity(
+        x,
+        y,
+        data_range=data_range,
+        gaussian_weights=True,
+        sigma=sigma,
+        use_sample_covariance=False,
+        channel_axis=channel_axis,
+    )
+
+
+def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> np.ndarray:
+    """Per-image SSIM of (N, H, W) float batches: skimage's structural_similarity of each pair
+    (Wang et al. 2004, gaussian window, population covariances, the border of one window radius
+    left out)."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 3:
-        raise ValueError(
-            f"ssim needs two (N, H, W) batches of one shape, got {x.shape} and {y.shape}"
-        )
-    truncate = SSIM_TRUNCATE
-    radius = ssim_window(sigma) // 2
-    if min(x.shape[1:]) < ssim_window(sigma):
-        raise ValueError(
-            f"images of {x.shape[1:]} are smaller than the {ssim_window(sigma)}-pixel SSIM window"
-        )
-
-    def blur(a: np.ndarray) -> np.ndarray:
-        return ndimage.gaussian_filter(
-            a, sigma=(0, sigma, sigma), truncate=truncate, mode="reflect"
-        )
-
-    ux, uy = blur(x), blur(y)
-    vx = blur(x * x) - ux * ux
-    vy = blur(y * y) - uy * uy
-    vxy = blur(x * y) - ux * uy
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    return s[:, radius:-radius, radius:-radius].mean(axis=(1, 2))
+    _check_ssim(x, y, 3, sigma)
+    return np.array([_ssim_one(a, b, data_range, sigma) for a, b in zip(x, y, strict=True)])
 
 
 def ssim_rgb(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-image SSIM of uint8 RGB batches (N, H, W, 3): the mean over the three channels."""
-    xs = np.moveaxis(to_unit(x), -1, 1).reshape(-1, *x.shape[1:3])
-    ys = np.moveaxis(to_unit(y), -1, 1).reshape(-1, *y.shape[1:3])
-    return ssim(xs, ys).reshape(len(x), 3).mean(axis=1)
+    xs, ys = to_unit(x), to_unit(y)
+    _check_ssim(xs, ys, 4, SSIM_SIGMA)
+    return np.array(
+        [_ssim_one(a, b, 1.0, SSIM_SIGMA, channel_axis=-1) for a, b in zip(xs, ys, strict=True)]
+    )
 
 
 def downsample(images: np.ndarray, factor: int) -> np.ndarray:
