@@ -50,13 +50,13 @@ def module_translator(module: Any, batch_size: int = 32) -> Translate:
 
 
 def load_translator(generator_path: Path, batch_size: int = 32) -> Translate:
-    """The trained generator at `generator_path` (via the trainer's load_generator) as a Translate."""
+    """The trained generator at `generator_path` (training.checkpoint.load_generator) as a Translate."""
     path = Path(generator_path)
     if not path.is_file():
         raise CheckpointError(
             f"generator {path} not found", hint="run the train stage for this pair first"
         )
-    from culturegan.training.trainer import load_generator
+    from culturegan.training.checkpoint import load_generator
 
     return module_translator(load_generator(path), batch_size)
 
