@@ -32,8 +32,8 @@ def write_contact_sheet(root: Path, rows: int) -> Path:
     from PIL import Image
 
     from culturegan.data.manifest import read_manifest
-    from culturegan.data.synthetic import preview_grid
     from culturegan.fileio import atomic_path
+    from culturegan.imagegrid import preview_grid
 
     manifest = read_manifest(root)
     styles = sorted(manifest["style"].unique())

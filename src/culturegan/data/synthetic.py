@@ -12,13 +12,13 @@ import multiprocessing
 import os
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from culturegan.config import Params
 from culturegan.data.manifest import (
@@ -33,6 +33,7 @@ from culturegan.data.scene import Scene, make_scene
 from culturegan.data.styles import dotpainting, goldground, impressionist, inkwash, photo, ukiyoe
 from culturegan.errors import ConfigError
 from culturegan.fileio import atomic_path, atomic_write_bytes
+from culturegan.imagegrid import preview_grid
 
 log = logging.getLogger(__name__)
 
@@ -135,45 +136,6 @@ def _remove_stale(root: Path, keep: set[str]) -> int:
             p.unlink()
             removed += 1
     return removed
-
-
-def _label_font(
-    text_width: int, texts: Sequence[str]
-) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """The largest default font (up to 16 px) in which every label fits its column."""
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    for px in range(16, 6, -1):
-        try:
-            font = ImageFont.load_default(size=px)
-        except (TypeError, OSError):  # a Pillow built without FreeType has one fixed bitmap font
-            return ImageFont.load_default()
-        if all(probe.textlength(t, font=font) <= text_width for t in texts):
-            return font
-    return font
-
-
-def preview_grid(
-    rows: Sequence[Sequence[np.ndarray]], styles: Sequence[str], min_tile: int = 128
-) -> Image.Image:
-    """A grid with one row per scene and one column per style, the style name above each column.
-
-    Small images are enlarged by a whole factor (nearest neighbour) so their pixels stay visible.
-    """
-    size = rows[0][0].shape[0]
-    factor = max(1, -(-min_tile // size))
-    tile, gap, head = size * factor, 4, 22
-    width = len(styles) * (tile + gap) + gap
-    height = head + len(rows) * (tile + gap) + gap
-    grid = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(grid)
-    font = _label_font(tile, styles)
-    for j, style in enumerate(styles):
-        x = gap + j * (tile + gap)
-        draw.text((x + tile / 2, head / 2 + 1), style, fill=(20, 20, 20), font=font, anchor="mm")
-        for i, row in enumerate(rows):
-            im = Image.fromarray(row[j], "RGB").resize((tile, tile), Image.Resampling.NEAREST)
-            grid.paste(im, (x, head + i * (tile + gap)))
-    return grid
 
 
 def prepare_synthetic(params: Params, root: Path) -> dict[str, Any]:

@@ -311,7 +311,7 @@ def _write_grid(
     rows: int,
 ) -> None:
     """Rows: test scenes; columns: source | each method | the true target rendering when known."""
-    from culturegan.data.synthetic import preview_grid
+    from culturegan.imagegrid import preview_grid
 
     if aligned is not None:
         src_idx, truth_idx = aligned[0][:rows], aligned[1][:rows]
