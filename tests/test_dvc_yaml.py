@@ -1,9 +1,11 @@
-"""dvc.yaml's declarations against what the stages write: metrics and plots files, artifacts
-(fast: parses dvc.yaml; one test runs `dvc metrics show` / `dvc plots show` / `dvc exp show` on
-a copy with stand-in files)."""
+"""dvc.yaml's declarations against what the stages write (metrics and plots files, artifacts) and
+against the code they run (each stage's `src/` deps cover the modules its command imports)
+(fast: parses dvc.yaml and the sources; one test runs `dvc metrics show` / `dvc plots show` /
+`dvc exp show` on a copy with stand-in files)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO_ROOT
+from test_structure import import_graph, import_targets, imports_in, package_modules
 
 from culturegan.config import load_params
 from culturegan.evaluation import analysis
@@ -139,3 +142,136 @@ def test_dvc_metrics_plots_and_exp_show_read_every_declared_file(tmp_path: Path)
     exp = _dvc(["exp", "show", "--json"], proj)
     assert exp.returncode == 0, exp.stderr
     assert "reports/analysis.json" in exp.stdout
+
+
+# The modules every stage runs and no stage lists (`dvc repro` does not rerun everything when one
+# of them changes): the params schema (each stage declares the values it reads as `params:`), the
+# errors, atomic file writes, MLflow tracking, the CLI, the KFP wiring, and culturegan.stages,
+# whose stage functions are followed one by one instead (see `stage_entry_modules`). The package
+# root (its version) is shared too.
+SHARED = (
+    "culturegan.config",
+    "culturegan.errors",
+    "culturegan.fileio",
+    "culturegan.tracking",
+    "culturegan.cli",
+    "culturegan.stages",
+    "culturegan.orchestration",
+)
+
+
+def _shared(module: str) -> bool:
+    return module == "culturegan" or any(module == s or module.startswith(s + ".") for s in SHARED)
+
+
+def _functions(module: str) -> dict[str, ast.FunctionDef]:
+    path = package_modules()[module]
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+
+
+def _cli_commands() -> dict[str, ast.FunctionDef]:
+    """{name: function} of the top-level `culturegan <name>` commands (`@app.command()` in cli.py)."""
+    out = {}
+    for fn in _functions("culturegan.cli").values():
+        for deco in fn.decorator_list:
+            if (
+                isinstance(deco, ast.Call)
+                and isinstance(deco.func, ast.Attribute)
+                and deco.func.attr == "command"
+                and isinstance(deco.func.value, ast.Name)
+                and deco.func.value.id == "app"
+            ):
+                out[deco.args[0].value if deco.args else fn.name.replace("_", "-")] = fn
+    return out
+
+
+def stage_entry_modules(command: str) -> set[str]:
+    """The package modules that `culturegan <command>` imports: those its function in cli.py
+    imports, where an import from culturegan.stages stands for the modules the imported stage
+    function imports; each function also counts the functions of its own module that it calls."""
+    modules = set(package_modules())
+    functions = {m: _functions(m) for m in ("culturegan.cli", "culturegan.stages")}
+    todo = [("culturegan.cli", _cli_commands()[command])]
+    seen: set[tuple[str, str]] = set()
+    entries: set[str] = set()
+    while todo:
+        owner, fn = todo.pop()
+        if (owner, fn.name) in seen:
+            continue
+        seen.add((owner, fn.name))
+        for node in imports_in(fn):
+            for target in import_targets(owner, False, node, modules):
+                if target in functions and isinstance(node, ast.ImportFrom):
+                    todo += [(target, functions[target][a.name]) for a in node.names if a.name in functions[target]]
+                else:
+                    entries.add(target)
+        for call in ast.walk(fn):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in functions[owner]:
+                todo.append((owner, functions[owner][call.func.id]))
+    return entries
+
+
+def import_closure(entries: set[str]) -> set[str]:
+    """Every module of the package that importing `entries` runs (the imports inside functions
+    too, and the packages above each module), short of the SHARED ones."""
+    graph = import_graph()
+    seen: set[str] = set()
+    todo = list(entries)
+    while todo:
+        module = todo.pop()
+        if module in seen or _shared(module):
+            continue
+        seen.add(module)
+        todo += graph[module]
+        todo.append(module.rpartition(".")[0])  # its package's __init__ runs first
+    return seen
+
+
+def _runs_code(path: Path) -> bool:
+    """False for a module of only a docstring (and __future__ imports), e.g. most __init__.py."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return any(
+        not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str))
+        and not (isinstance(n, ast.ImportFrom) and n.module == "__future__")
+        for n in body
+    )
+
+
+def undeclared_sources(stage: dict[str, Any]) -> list[str]:
+    """The source files a stage runs that none of its `src/` deps (a file or a folder) covers."""
+    command = stage["cmd"].split()
+    assert command[0] == "culturegan", stage["cmd"]
+    commands = _cli_commands()
+    assert command[1] in commands, f"no `culturegan {command[1]}` command in cli.py"
+    entries = stage_entry_modules(command[1])
+    assert any(not _shared(m) for m in entries), f"found no module that `culturegan {command[1]}` runs"
+    deps = [d.rstrip("/") for d in stage.get("deps", []) if d.startswith("src/")]
+    files = {m: package_modules()[m] for m in import_closure(entries)}
+    need = sorted(path.relative_to(REPO_ROOT).as_posix() for path in files.values() if _runs_code(path))
+    return [f for f in need if not any(f == d or f.startswith(d + "/") for d in deps)]
+
+
+def test_the_stage_closure_follows_the_cli_into_the_stage_function_and_deferred_imports():
+    # cli.evaluate -> stages.evaluate_stage -> evaluation.evaluate, which imports
+    # training.checkpoint inside a function; check_seed's import of culturegan.errors is shared
+    entries = stage_entry_modules("evaluate")
+    assert {"culturegan.evaluation.evaluate", "culturegan.evaluation.classifier"} <= entries
+    closure = import_closure(entries)
+    assert {"culturegan.training.checkpoint", "culturegan.models.networks", "culturegan.evaluation"} <= closure
+    assert not any(_shared(m) for m in closure)
+    assert "culturegan.data.manifest" in import_closure(stage_entry_modules("validate"))
+    assert not _runs_code(package_modules()["culturegan.evaluation"])
+    assert _runs_code(package_modules()["culturegan.evaluation.imageops"])
+
+
+@pytest.mark.parametrize("name", sorted(DVC["stages"]))
+def test_each_stage_depends_on_the_source_of_every_module_it_runs(name: str):
+    """Else `dvc repro` keeps the stage's results when a module it runs changes (stale results)."""
+    missing = undeclared_sources(DVC["stages"][name])
+    assert not missing, f"stage {name} runs {missing} but does not depend on them: add them to its deps"
+
+
+def test_every_source_dependency_exists():
+    deps = {d for stage in DVC["stages"].values() for d in stage.get("deps", []) if d.startswith("src/")}
+    assert deps and all((REPO_ROOT / d).exists() for d in deps), sorted(d for d in deps if not (REPO_ROOT / d).exists())

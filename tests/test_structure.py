@@ -2,6 +2,7 @@
 
 Every import counts, including the deferred ones inside functions (a cycle hidden behind a local
 import is still a cycle of responsibilities); only imports under `if TYPE_CHECKING:` are left out.
+tests/test_dvc_yaml.py resolves imports with the same functions (each stage's source dependencies).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ KNOWN_OVERSIZED: set[str] = set()
 KNOWN_CYCLES: list[list[str]] = []
 
 
-def _modules() -> dict[str, Path]:
+def package_modules() -> dict[str, Path]:
     """{dotted module name: file} for every module of the package (a package is its __init__)."""
     out = {}
     for path in sorted((SRC / PACKAGE).rglob("*.py")):
@@ -42,7 +43,7 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+def imports_in(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     found: list[ast.Import | ast.ImportFrom] = []
 
     def visit(node: ast.AST) -> None:
@@ -59,7 +60,7 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def _targets(
+def import_targets(
     name: str, is_pkg: bool, node: ast.Import | ast.ImportFrom, modules: set[str]
 ) -> set[str]:
     """The package's modules that one import statement in module `name` imports."""
@@ -84,12 +85,12 @@ def _targets(
 
 def import_graph() -> dict[str, set[str]]:
     """{module: the package's modules it imports}."""
-    modules = _modules()
+    modules = package_modules()
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        for node in _imports(tree):
-            graph[name] |= _targets(name, path.name == "__init__.py", node, set(modules))
+        for node in imports_in(tree):
+            graph[name] |= import_targets(name, path.name == "__init__.py", node, set(modules))
     return graph
 
 
@@ -145,7 +146,7 @@ if TYPE_CHECKING:
 def deferred():
     from p import r
 """
-    found = [_targets("p.q.m", False, node, modules) for node in _imports(ast.parse(code))]
+    found = [import_targets("p.q.m", False, node, modules) for node in imports_in(ast.parse(code))]
     assert found == [set(), set(), {"p.q.n"}, {"p.r"}, {"p.q.n"}, {"p.r"}, set(), {"p.r"}]
     graph = import_graph()
     assert "culturegan.evaluation.measures" in graph["culturegan.evaluation.report"]
@@ -162,10 +163,10 @@ def test_no_import_cycle_within_the_package():
 def test_no_module_over_the_line_ceiling():
     too_long = {
         name: n
-        for name, path in _modules().items()
+        for name, path in package_modules().items()
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
         and name not in KNOWN_OVERSIZED
     }
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
     for name in KNOWN_OVERSIZED:
-        assert name in _modules(), f"{name} is gone: drop it from KNOWN_OVERSIZED"
+        assert name in package_modules(), f"{name} is gone: drop it from KNOWN_OVERSIZED"
