@@ -133,3 +133,11 @@ def test_pipeline_image_accepts_a_tag_or_a_pinned_sha256_digest(image: str):
 def test_pipeline_image_with_a_malformed_digest_is_a_config_error(image: str):
     with pytest.raises(ConfigError, match="pipeline.image"):
         parse_params({"pipeline": {"image": image}}, "p.yaml")
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in (REPO_ROOT / "params").glob("*.yaml")))
+def test_every_shipped_params_profile_loads(profile: str):
+    """params/*.yaml are run with `cp params/<profile> params.yaml && dvc repro`: each must pass
+    the schema as shipped (a typo there would stop a user's run before any work)."""
+    params = load_params(REPO_ROOT / "params" / profile)
+    assert params.train.pairs, profile
