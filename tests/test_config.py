@@ -141,3 +141,25 @@ def test_every_shipped_params_profile_loads(profile: str):
     the schema as shipped (a typo there would stop a user's run before any work)."""
     params = load_params(REPO_ROOT / "params" / profile)
     assert params.train.pairs, profile
+
+
+def test_measure_names_and_directions_come_from_one_table():
+    """analysis.primary_metric and registry.direction: auto read config/measures.py, the table the
+    analysis labels and derives its measures from: a measure added there is a valid choice here."""
+    from culturegan.config.measures import MEASURES, PRIMARY_CHOICES, metric_direction
+    from culturegan.config.operations import RegistryConfig
+    from culturegan.evaluation import measures
+
+    assert measures.MEASURES is MEASURES
+    assert set(PRIMARY_CHOICES) == set(MEASURES) - {"kid_raw"}  # the raw KID is circular
+    for name in PRIMARY_CHOICES:
+        assert parse_params({"analysis": {"primary_metric": name}}).analysis.primary_metric == name
+    with pytest.raises(ConfigError, match="primary_metric"):
+        parse_params({"analysis": {"primary_metric": "kid_raw"}})
+    for name, direction in [("kid_classifier_relative_gain", "higher"), ("kid_inception", "lower"),
+                            ("fid_classifier", "lower"), ("gt_ssim_coarse", "higher"),
+                            ("gt_hist_hellinger", "lower"), ("style_accuracy", "higher"), ("hf_ratio", None)]:
+        assert metric_direction(name) == direction, name
+        assert measures.metric_info(name)["direction"] == direction, name
+        if direction is not None:
+            assert RegistryConfig(metric=name).higher_is_better == (direction == "higher")

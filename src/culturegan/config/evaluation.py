@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from culturegan.config.base import StrictModel
+from culturegan.config.measures import PRIMARY_CHOICES
 
 
 class ClassifierConfig(StrictModel):
@@ -102,10 +103,7 @@ class EvaluationConfig(StrictModel):
         return baselines
 
 
-QualityMeasure = Literal[
-    "kid_gain", "kid_gain_floor", "deception", "deception_vs_ceiling", "content_edge_ssim",
-    "gt_ssim", "gt_ssim_coarse", "gt_psnr", "gt_hist_hellinger",
-]
+QualityMeasure = Literal[PRIMARY_CHOICES]  # type: ignore[valid-type]  # names from config/measures.py
 
 
 class AnalysisConfig(StrictModel):

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from culturegan.config.base import StrictModel
+from culturegan.config.measures import metric_direction
 
 
 class TrackingConfig(StrictModel):
@@ -38,14 +39,6 @@ class TrackingConfig(StrictModel):
                 " the AWS variables in the environment instead"
             )
         return uri
-
-
-# Metrics of evaluation/metrics.json and which way is better; `registry.direction: auto` uses this.
-_HIGHER_IS_BETTER = re.compile(
-    r"^(?:kid_[a-z0-9]+_relative_gain|gt_ssim|gt_ssim_coarse|gt_psnr|content_ssim|content_edge_ssim"
-    r"|style_accuracy|target_probability)$"
-)
-_LOWER_IS_BETTER = re.compile(r"^(?:(?:kid|fid)_[a-z0-9]+|gt_hist_hellinger)$")
 
 
 class RegistryConfig(StrictModel):
@@ -81,11 +74,7 @@ class RegistryConfig(StrictModel):
 
     @model_validator(mode="after")
     def _known_direction(self) -> RegistryConfig:
-        known = (
-            "higher" if _HIGHER_IS_BETTER.match(self.metric)
-            else "lower" if _LOWER_IS_BETTER.match(self.metric)
-            else None
-        )
+        known = metric_direction(self.metric)
         if self.direction == "auto" and known is None:
             raise ValueError(
                 f"the direction of metric {self.metric!r} is unknown: set registry.direction to higher"
@@ -101,7 +90,7 @@ class RegistryConfig(StrictModel):
     def higher_is_better(self) -> bool:
         if self.direction != "auto":
             return self.direction == "higher"
-        return bool(_HIGHER_IS_BETTER.match(self.metric))
+        return metric_direction(self.metric) == "higher"
 
 
 # Kubernetes quantities in the forms kfp's set_cpu_*/set_memory_* accept.
