@@ -1,8 +1,21 @@
-"""What every params section shares: the strict, frozen base model and the generator's size rule."""
+"""What every params section shares: the strict, frozen base model, the generator's size rule and
+the rule that a list of names or seeds does not repeat."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import TypeVar
+
 from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T", bound=Hashable)
+
+
+def no_repeats(name: str, values: list[T]) -> list[T]:
+    """`values` if no item appears twice; else a ValueError naming the list."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} must not repeat")
+    return values
 
 # ResnetGenerator halves an image twice and doubles it back: other sides come out another size.
 GENERATOR_STRIDE = 4

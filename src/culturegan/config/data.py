@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from culturegan.config.base import StrictModel, generator_side
+from culturegan.config.base import StrictModel, generator_side, no_repeats
 from culturegan.config.pair import SYNTHETIC_STYLES, StyleName
 
 
@@ -26,9 +26,7 @@ class SyntheticConfig(StrictModel):
         unknown = [s for s in styles if s not in SYNTHETIC_STYLES]
         if unknown:
             raise ValueError(f"unknown synthetic style(s) {unknown}; available: {list(SYNTHETIC_STYLES)}")
-        if len(set(styles)) != len(styles):
-            raise ValueError("styles must not repeat")
-        return styles
+        return no_repeats("styles", styles)
 
 
 class DownloadConfig(StrictModel):

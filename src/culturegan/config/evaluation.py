@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from culturegan.config.base import StrictModel
+from culturegan.config.base import StrictModel, no_repeats
 from culturegan.config.measures import PRIMARY_CHOICES
 
 
@@ -98,9 +98,7 @@ class EvaluationConfig(StrictModel):
     @field_validator("baselines")
     @classmethod
     def _unique_baselines(cls, baselines: list[str]) -> list[str]:
-        if len(set(baselines)) != len(baselines):
-            raise ValueError("baselines must not repeat")
-        return baselines
+        return no_repeats("baselines", baselines)
 
 
 QualityMeasure = Literal[PRIMARY_CHOICES]  # type: ignore[valid-type]  # names from config/measures.py

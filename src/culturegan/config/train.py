@@ -7,7 +7,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from culturegan.config.base import GENERATOR_STRIDE, StrictModel, generator_side, patch_output_size
+from culturegan.config.base import (
+    GENERATOR_STRIDE,
+    StrictModel,
+    generator_side,
+    no_repeats,
+    patch_output_size,
+)
 from culturegan.config.pair import Pair
 
 
@@ -130,9 +136,7 @@ class TrainConfig(StrictModel):
     @field_validator("pairs")
     @classmethod
     def _pairs_unique(cls, pairs: list[Pair]) -> list[Pair]:
-        if len(set(pairs)) != len(pairs):
-            raise ValueError("pairs must not repeat")
-        return pairs
+        return no_repeats("pairs", pairs)
 
     @field_validator("crop_size")
     @classmethod
@@ -142,9 +146,7 @@ class TrainConfig(StrictModel):
     @field_validator("seeds")
     @classmethod
     def _seeds_unique(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must not repeat")
-        return seeds
+        return no_repeats("seeds", seeds)
 
     @model_validator(mode="after")
     def _nce_layers_exist(self) -> TrainConfig:

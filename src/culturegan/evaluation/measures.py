@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from culturegan.config.measures import DIST as _DIST
-from culturegan.config.measures import MEASURES
+from culturegan.config.measures import MEASURES, metric_direction
 from culturegan.config.measures import METRICS as _METRICS
 
 GAN = "gan"
@@ -52,15 +52,15 @@ def metric_info(name: str) -> dict[str, Any]:
         label = "relative KID gain" if gain else kind.upper()
         return {
             "label": label,
-            "direction": "higher" if gain else "lower",
+            "direction": metric_direction(name),
             "space": space,
             "space_label": space_label(space),
             "group": "distribution",
         }
-    label, direction, group = _METRICS.get(name, (name.replace("_", " "), None, "other"))
+    label, _, group = _METRICS.get(name, (name.replace("_", " "), None, "other"))
     return {
         "label": label,
-        "direction": direction,
+        "direction": metric_direction(name),
         "space": None,
         "space_label": None,
         "group": group,
