@@ -94,18 +94,22 @@ def rejects_by_name(root: Path) -> dict[str, str]:
     return {name_of(s): r for s, r in zip(df["source"], df["reason"], strict=True)}
 
 
-def count_decodes(monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None) -> list[int]:
-    """Count calls of the decoder (workers=1 runs in-process); optionally die at call `fail_at`."""
+def count_decodes(
+    monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None, tiles: bool = False
+) -> list[int]:
+    """Count calls of the decoder (workers=1 runs in-process); optionally die at call `fail_at`.
+    `tiles`: the tiling decoder (data.load_size) instead of the centre-square one."""
     calls = [0]
-    real = ingest_workers.decode_normalised
+    name = "decode_tiles" if tiles else "decode_normalised"
+    real = getattr(ingest_workers, name)
 
-    def counting(data: bytes, opts: object) -> Image.Image:
+    def counting(data: bytes, opts: object) -> object:
         calls[0] += 1
         if fail_at is not None and calls[0] == fail_at:
             raise RuntimeError("simulated kill")
         return real(data, opts)
 
-    monkeypatch.setattr(ingest_workers, "decode_normalised", counting)
+    monkeypatch.setattr(ingest_workers, name, counting)
     return calls
 
 
@@ -761,3 +765,94 @@ def test_bench_ingest_reports_throughput(tmp_path: Path) -> None:
     assert result["seconds"] > 0 and result["images_per_s"] > 0
     assert result["accepted"] == 12
     assert os.path.isdir(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiles (data.load_size): few large paintings become many images, each source in one split
+
+
+def busy_image(seed: int, size: tuple[int, int]) -> Image.Image:
+    """shapes_image with grain everywhere, so that no tile of it is blank."""
+    grain = np.random.default_rng(seed).integers(0, 48, (size[1], size[0], 3))
+    base = np.asarray(shapes_image(seed, size), dtype=np.int64)
+    return Image.fromarray(np.clip(base + grain - 24, 0, 255).astype(np.uint8))
+
+
+def test_load_size_cuts_each_source_into_tiles_of_one_split(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    wide = save(busy_image(1, size=(300, 200)), src / "photo" / "wide.png")  # -> 96x64: 3x2 tiles
+    save(busy_image(2, size=(200, 300)), src / "photo" / "tall.png")  # -> 64x96: 2x3
+    for i in range(6):
+        save(busy_image(10 + i, size=(160, 100)), src / "inkwash" / f"i{i}.png")  # -> 102x64: 3x2
+    params = make_params(tmp_path, src, load_size=64, test_fraction=0.5)
+    summary = run(params)
+    root = tmp_path / "data"
+    df = assert_outputs_match_manifest(root)
+    assert summary["sources_accepted"] == 8 and summary["accepted"] == len(df) == 6 + 6 + 6 * 6
+    assert set(df["width"]) == set(df["height"]) == {32}
+    per_source = df.groupby("source")
+    assert per_source["split"].nunique().max() == 1  # no source in both splits
+    assert set(df["split"]) == {"train", "test"}
+    wide_rows = df[df["source"].str.endswith("wide.png")].sort_values("tile")
+    assert list(wide_rows["tile"]) == ["r0c0", "r0c1", "r0c2", "r1c0", "r1c1", "r1c2"]
+    assert wide_rows["sha256"].nunique() == 1 and wide_rows["path"].nunique() == 6
+    # Each tile is the matching square of the source resized to shorter side 64 (centred grid).
+    resized = Image.open(wide).convert("RGB").resize((96, 64), Image.Resampling.LANCZOS)
+    tile = Image.open(root / wide_rows.iloc[4]["path"])  # r1c1
+    expect = np.asarray(resized.crop((32, 32, 64, 64)), dtype=np.int16)
+    assert np.abs(np.asarray(tile, dtype=np.int16) - expect).max() <= 1
+
+
+def test_blank_tiles_are_dropped_and_reported_and_an_all_blank_source_rejected(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    # Left half detailed, right half plain paper: at load_size 64 a 4x2 grid of 32 px tiles whose
+    # right half is blank.
+    half = Image.new("RGB", (256, 128), (236, 228, 210))
+    half.paste(busy_image(5, size=(128, 128)), (0, 0))
+    save(half, src / "inkwash" / "train" / "half.png")
+    save(Image.new("RGB", (256, 128), (236, 228, 210)), src / "inkwash" / "train" / "paper.png")
+    save(busy_image(6, size=(256, 128)), src / "photo" / "train" / "p.png")
+    summary = run(make_params(tmp_path, src, load_size=64))
+    df = assert_outputs_match_manifest(tmp_path / "data")
+    half_rows = df[df["source"].str.endswith("half.png")]
+    assert list(half_rows["tile"]) == ["r0c0", "r0c1", "r1c0", "r1c1"]
+    assert summary["sources_accepted"] == 2
+    rejects = read_rejects(tmp_path / "data")
+    blank = rejects[rejects["reason"] == Reason.BLANK]
+    assert sorted(map(name_of, blank["source"])) == ["half.png"] * 4 + ["paper.png"]
+    details = " ".join(blank["detail"])
+    assert all(f"tile r{r}c{c}:" in details for r in (0, 1) for c in (2, 3))
+    assert "min_intensity_std=2.0" in details and "all 8 tile(s)" in details
+
+
+def test_load_size_change_decodes_again_and_a_rerun_decodes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    small_dataset(src)
+    root = tmp_path / "data"
+    run(make_params(tmp_path, src))
+    untiled = read_manifest(root)
+    assert set(untiled["tile"]) == {""}
+    calls = count_decodes(monkeypatch, tiles=True)
+    run(make_params(tmp_path, src, load_size=64))
+    assert calls[0] == 8  # a new setting is never served from the journal
+    tiled = assert_outputs_match_manifest(root)
+    assert len(tiled) > len(untiled) and "" not in set(tiled["tile"])
+    manifest = (root / "manifest.parquet").read_bytes()
+    pngs = tree_state(root / "styles")
+    run(make_params(tmp_path, src, load_size=64))
+    assert calls[0] == 8
+    assert (root / "manifest.parquet").read_bytes() == manifest
+    assert tree_state(root / "styles") == pngs
+    run(make_params(tmp_path, src, load_size=64, root=str(tmp_path / "data2")))
+    assert calls[0] == 8 + 6  # a new root: the journal's kept sources are decoded for their PNGs
+    assert read_manifest(tmp_path / "data2").equals(tiled)
+    assert_outputs_match_manifest(tmp_path / "data2")
+
+
+def test_load_size_below_image_size_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="load_size .16. is smaller than image_size .32."):
+        make_params(tmp_path, tmp_path, load_size=16)

@@ -43,6 +43,7 @@ def manifest(
                         "mode": "RGB",
                         "phash": f"{i + 1:016x}",
                         "intensity_std": 30.0 + k,
+                        "tile": "",
                     }
                 )
                 i += 1
@@ -167,6 +168,19 @@ def test_good_manifest_passes_and_writes_data_docs_and_json(tmp_path, gx_cache):
     assert saved["checks_failed"] == 0
     assert saved["checks_total"] == len(report.checks)
     assert saved["rows"] == len(STYLES) * (TRAIN + TEST)
+
+
+def test_tiles_of_one_source_share_its_sha256_and_pass(tmp_path, gx_cache):
+    """data.load_size: a source's tiles keep its sha256 and differ in `tile`; (sha256, tile) is unique."""
+    df = manifest()
+    rows = _rows(df, "photo", "train")[:4]
+    df.loc[rows, "sha256"] = df.loc[rows[0], "sha256"]
+    df.loc[rows, "tile"] = ["r0c0", "r0c1", "r1c0", "r1c1"]
+    report = run_gate(tmp_path, gx_cache, df)
+    assert report.success, report.summary
+    df.loc[rows[1], "tile"] = "r0c0"
+    report = run_gate(tmp_path, gx_cache, df)
+    assert failed_names(report) == {f"{MANIFEST_SUITE}/sha256_unique"}
 
 
 def _rows(df: pd.DataFrame, style: str, split: str) -> pd.Index:

@@ -57,6 +57,14 @@ class DataConfig(StrictModel):
         description="rename source domains to style names, e.g. {A: ukiyoe, B: photo} for a CycleGAN layout",
     )
     image_size: int = Field(64, ge=16, le=1024, description="normalised images are square, this many pixels")
+    load_size: int | None = Field(
+        None,
+        ge=16,
+        le=8192,
+        description="null: each source becomes its centre square at image_size; a side: the source's shorter"
+        " side is resized to this and the whole picture cut into non-overlapping image_size tiles, all of a"
+        " source in one split (few large paintings give many images)",
+    )
     min_source_size: int = Field(32, ge=1, description="reject sources whose shorter side is smaller")
     max_pixels: int = Field(40_000_000, ge=1, description="reject larger sources (decompression bombs)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="test share for sources without a split")
@@ -80,6 +88,15 @@ class DataConfig(StrictModel):
         if "://" in source and not source.startswith(("http://", "https://", "s3://", "file://")):
             raise ValueError(f"unsupported URI scheme in {source!r}: use http(s)://, s3:// or a local path")
         return source
+
+    @model_validator(mode="after")
+    def _load_size(self) -> DataConfig:
+        if self.load_size is not None and self.load_size < self.image_size:
+            raise ValueError(
+                f"load_size ({self.load_size}) is smaller than image_size ({self.image_size}): a source"
+                " resized to it holds no whole tile; use a load_size >= image_size, or null for centre squares"
+            )
+        return self
 
     @property
     def is_synthetic(self) -> bool:

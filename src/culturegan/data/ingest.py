@@ -82,12 +82,14 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     )
     opts = WorkerOpts(
         root=root,
-        staging=_staging_dir(cache_dir, root, cfg.image_size),
+        staging=_staging_dir(cache_dir, root, cfg.image_size, cfg.load_size),
         image_size=cfg.image_size,
         min_source_size=cfg.min_source_size,
         max_pixels=cfg.max_pixels,
         test_fraction=cfg.test_fraction,
         formats=decodable_formats(),
+        load_size=cfg.load_size,
+        min_tile_std=params.validation.min_intensity_std,
     )
     tasks = [(str(path), fetched.origin(path), style, split) for path, style, split in plan.tasks]
     results = process_all(tasks, opts, pool_size(cfg.workers), cache_dir / JOURNAL_NAME)
@@ -97,7 +99,7 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
         accepted, dropped, tasks, opts, pool_size(cfg.workers), cache_dir / JOURNAL_NAME
     )
 
-    manifest_rows = [_manifest_row(r) for i, r in enumerate(accepted) if i not in dropped]
+    manifest_rows = [row for i, r in enumerate(accepted) if i not in dropped for row in _manifest_rows(r)]
     rejects = _reject_rows(fetched, plan, results, accepted, dropped)
     failed_rejects = cache_dir / FAILED_REJECTS_NAME
     if not manifest_rows:
@@ -120,6 +122,7 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     summary = {
         "accepted": len(manifest_rows),
+        "sources_accepted": len(accepted) - len(dropped),
         "rejected": len(rejects),
         "ignored": scan.ignored,
         "layout": plan.layout,
@@ -156,20 +159,26 @@ def _nothing_accepted(
     )
 
 
-def _manifest_row(r: dict[str, Any]) -> ManifestRow:
-    return ManifestRow(
-        path=r["path"],
-        style=r["style"],
-        split=r["split"],
-        scene="",
-        sha256=r["sha256"],
-        source=r["origin"],
-        width=r["width"],
-        height=r["height"],
-        mode=r["mode"],
-        phash=r["phash"],
-        intensity_std=float(r["intensity_std"]),
-    )
+def _manifest_rows(r: dict[str, Any]) -> list[ManifestRow]:
+    """An accepted source's rows: one, or one per kept tile (data.load_size)."""
+    images = r.get("tiles") or [{**r, "tile": ""}]
+    return [
+        ManifestRow(
+            path=t["path"],
+            style=r["style"],
+            split=r["split"],
+            scene="",
+            sha256=r["sha256"],
+            source=r["origin"],
+            width=r["width"],
+            height=r["height"],
+            mode=r["mode"],
+            phash=t["phash"],
+            intensity_std=float(t["intensity_std"]),
+            tile=t["tile"],
+        )
+        for t in images
+    ]
 
 
 def _reject_rows(
@@ -189,6 +198,18 @@ def _reject_rows(
         RejectRow(accepted[i]["origin"], reason, detail, accepted[i]["style"], accepted[i]["split"])
         for i, (reason, detail) in dropped.items()
     ]
+    rows += [
+        RejectRow(
+            r["origin"],
+            Reason.BLANK,
+            t["detail"],
+            r["style"],
+            r["split"],
+        )
+        for i, r in enumerate(accepted)
+        if i not in dropped
+        for t in r.get("blank_tiles", ())
+    ]
     outside = f"outside the style/split folders of the {plan.layout} layout"
     rows += [RejectRow(fetched.origin(p), Reason.UNKNOWN_STYLE, outside) for p in plan.outside]
     return sorted(rows, key=lambda r: (r.source, r.reason, r.detail, r.style, r.split))
@@ -198,11 +219,14 @@ def _reject_rows(
 # Staging: new PNGs wait outside root until the run has succeeded
 
 
-def _staging_dir(cache_dir: Path, root: Path, image_size: int) -> Path:
+def _staging_dir(cache_dir: Path, root: Path, image_size: int, load_size: int | None) -> Path:
     """Where a run's new PNGs wait for the swap into `root`: kept after a crash so that the next
     run reuses them; keyed by what a PNG's bytes depend on beyond its path (which holds the
     source's sha256, style and split), so a staged file is never taken for another size's."""
-    key = json.dumps([str(root.resolve()), image_size, NORMALISE_VERSION])
+    parts: list[Any] = [str(root.resolve()), image_size, NORMALISE_VERSION]
+    if load_size is not None:  # appended only when set: untiled runs keep their staging folder
+        parts.append(load_size)
+    key = json.dumps(parts)
     return cache_dir / "ingest-staging" / hashlib.sha1(key.encode()).hexdigest()[:16]
 
 

@@ -27,6 +27,7 @@ from culturegan.data.normalise import (
     Normalisation,
     Rejected,
     decode_normalised,
+    decode_tiles,
     encode_png,
 )
 from culturegan.errors import IngestError
@@ -40,6 +41,7 @@ class WorkerOpts(Normalisation):
     root: Path
     staging: Path  # new or changed PNGs wait here until the run succeeds (see ingest.staging_dir)
     test_fraction: float
+    min_tile_std: float  # with load_size: tiles with a flatter luminance are dropped (blank)
 
 
 _OPTS: WorkerOpts | None = None
@@ -52,8 +54,8 @@ def _init_worker(opts: WorkerOpts) -> None:
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, not load grey
 
 
-def _output_rel(style: str, split: str, sha: str) -> str:
-    return f"styles/{style}/{split}/{sha[:16]}.png"
+def _output_rel(style: str, split: str, sha: str, tile: str = "") -> str:
+    return f"styles/{style}/{split}/{sha[:16]}{'-' + tile if tile else ''}.png"
 
 
 def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) -> dict[str, Any]:
@@ -89,21 +91,17 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
         res["split"] = split_by_hash(sha, opts.test_fraction)
     hit = known.get(sha) if known else None
     if hit is not None:
-        missing = hit["status"] == "ok" and not _png_exists(opts, hit["path"])
+        missing = hit["status"] == "ok" and not all(_png_exists(opts, p) for p in result_paths(hit))
         return {**res, **hit, "reused": True, "png_missing": missing}
     if not data:
         return reject(Reason.EMPTY, "zero bytes")
+    if opts.load_size is not None:
+        return _process_tiles(data, res, opts)
     try:
         img = decode_normalised(data, opts)
     except Rejected as rej:
         return reject(rej.reason, rej.detail)
-    png = encode_png(img)
-    rel = _output_rel(style, res["split"], sha)
-    target = opts.root / rel
-    # An identical file is left alone so reruns do not touch mtimes (DVC, make-style tools);
-    # anything else is staged and only moved into styles/ once the whole run has succeeded.
-    if not (target.is_file() and target.read_bytes() == png):
-        atomic_write_bytes(opts.staging / rel, png)
+    rel = _write_png(img, opts, _output_rel(style, res["split"], sha))
     return {
         **res,
         "status": "ok",
@@ -114,6 +112,63 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
         "phash": phash(img),
         "intensity_std": intensity_std(img),
     }
+
+
+def _process_tiles(data: bytes, res: dict[str, Any], opts: WorkerOpts) -> dict[str, Any]:
+    """data.load_size: the source's tiles, each its own PNG; blank ones are dropped and named.
+    `phash` and `intensity_std` are the whole resized picture's (dedupe compares sources)."""
+    try:
+        whole, tiles = decode_tiles(data, opts)
+    except Rejected as rej:
+        return {**res, "status": "reject", "reason": rej.reason, "detail": rej.detail}
+    kept, blank = [], []
+    for name, tile in tiles:
+        std = intensity_std(tile)
+        if std < opts.min_tile_std:
+            detail = (
+                f"tile {name}: luminance std {std:.2f} below validation.min_intensity_std="
+                f"{opts.min_tile_std} (blank; the source's other tiles are kept)"
+            )
+            blank.append({"tile": name, "intensity_std": std, "detail": detail})
+            continue
+        rel = _write_png(tile, opts, _output_rel(res["style"], res["split"], res["sha256"], name))
+        kept.append({"tile": name, "path": rel, "phash": phash(tile), "intensity_std": std})
+    if not kept:
+        return {
+            **res,
+            "status": "reject",
+            "reason": Reason.BLANK,
+            "detail": f"all {len(tiles)} tile(s) of {opts.image_size} px have a luminance std below "
+            f"validation.min_intensity_std={opts.min_tile_std}",
+        }
+    return {
+        **res,
+        "status": "ok",
+        "path": kept[0]["path"],
+        "width": opts.image_size,
+        "height": opts.image_size,
+        "mode": whole.mode,
+        "phash": phash(whole),
+        "intensity_std": intensity_std(whole),
+        "tiles": kept,
+        "blank_tiles": blank,
+    }
+
+
+def _write_png(img: Image.Image, opts: WorkerOpts, rel: str) -> str:
+    """Stage `img` as the PNG `rel` unless an identical one is already in place; returns `rel`."""
+    png = encode_png(img)
+    target = opts.root / rel
+    # An identical file is left alone so reruns do not touch mtimes (DVC, make-style tools);
+    # anything else is staged and only moved into styles/ once the whole run has succeeded.
+    if not (target.is_file() and target.read_bytes() == png):
+        atomic_write_bytes(opts.staging / rel, png)
+    return rel
+
+
+def result_paths(res: dict[str, Any]) -> list[str]:
+    """The PNGs an accepted result stands for: its tiles', or its one image's."""
+    return [t["path"] for t in res["tiles"]] if "tiles" in res else [res["path"]]
 
 
 def _png_exists(opts: WorkerOpts, rel: str) -> bool:
@@ -170,6 +225,8 @@ def _task_key(style: str, split_hint: str, opts: WorkerOpts) -> str:
         opts.min_source_size,
         opts.max_pixels,
     ]
+    if opts.load_size is not None:  # appended only when set: untiled results keep their keys
+        parts += ["tiles", opts.load_size, opts.min_tile_std]
     if split_hint == "auto":
         parts.append(opts.test_fraction)
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
@@ -219,7 +276,7 @@ def write_missing_pngs(
     }
     for i in redo:
         got = fresh[accepted[i]["origin"]]
-        if got["status"] != "ok" or got["path"] != accepted[i]["path"]:
+        if got["status"] != "ok" or result_paths(got) != result_paths(accepted[i]):
             raise IngestError(
                 f"{accepted[i]['origin']} decoded differently than its record in {journal_path}",
                 hint=f"delete {journal_path} and run ingest again",

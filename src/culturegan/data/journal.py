@@ -28,6 +28,8 @@ _RESULT_FIELDS = (
     "mode",
     "phash",
     "intensity_std",
+    "tiles",
+    "blank_tiles",
 )
 
 

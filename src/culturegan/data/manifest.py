@@ -43,6 +43,7 @@ class ManifestRow:
     mode: str  # PIL mode of the normalised image
     phash: str  # 64-bit DCT perceptual hash of the normalised image, 16 hex digits
     intensity_std: float  # standard deviation of luminance (0..255): near 0 means blank
+    tile: str = ""  # data.load_size: which tile of its source, "r<row>c<col>"; "" for a whole image
 
 
 MANIFEST_COLUMNS = [f.name for f in fields(ManifestRow)]
@@ -62,6 +63,7 @@ class Reason:
     NEAR_DUPLICATE = "near_duplicate"
     LEAK = "train_test_leak"
     AMBIGUOUS = "ambiguous_style"  # the same or a near-identical image under two styles
+    BLANK = "blank_image"  # data.load_size: a tile (or every tile) flatter than validation.min_intensity_std
     UNKNOWN_STYLE = "unknown_style_folder"
     DOWNLOAD_FAILED = "download_failed"
 

@@ -1,7 +1,8 @@
 """One image: decode a source file's bytes, refuse what cannot be used, normalise what can.
 
 Normalised means: EXIF orientation applied, RGB on white, the centre square, resized to
-`data.image_size`, encoded as PNG. Nothing here touches the file system.
+`data.image_size`, encoded as PNG; or, with `data.load_size`, the whole picture resized to that
+shorter side and cut into `data.image_size` tiles. Nothing here touches the file system.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Normalisation:
     min_source_size: int
     max_pixels: int
     formats: tuple[str, ...]  # what Pillow may open: decodable_formats()
+    load_size: int | None  # data.load_size: cut the source into tiles instead; None: centre square
 
 
 def decodable_formats() -> tuple[str, ...]:
@@ -94,6 +96,46 @@ def _oriented(img: Image.Image) -> Image.Image:
 
 def decode_normalised(data: bytes, opts: Normalisation) -> Image.Image:
     """Decode `data` and return the square RGB image of `opts.image_size`, or raise Rejected."""
+    img = _decode(data, opts, opts.image_size)
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    size = opts.image_size
+    if (w, h) != (size, size):
+        img = img.resize(
+            (size, size),
+            Image.Resampling.LANCZOS,
+            box=(left, top, left + side, top + side),
+            reducing_gap=3.0,
+        )
+    return img
+
+
+def decode_tiles(data: bytes, opts: Normalisation) -> tuple[Image.Image, list[tuple[str, Image.Image]]]:
+    """Decode `data`, resize its shorter side to `opts.load_size` and cut the centred grid of
+    non-overlapping `opts.image_size` squares that fits: (the resized picture, [(name, tile)]) with
+    names `r<row>c<col>`, in reading order. Raises Rejected like decode_normalised."""
+    assert opts.load_size is not None, "decode_tiles needs data.load_size"
+    img = _decode(data, opts, opts.load_size)
+    w, h = img.size
+    scale = opts.load_size / min(w, h)
+    size = (max(opts.load_size, round(w * scale)), max(opts.load_size, round(h * scale)))
+    if size != (w, h):
+        img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    side = opts.image_size
+    cols, rows = size[0] // side, size[1] // side
+    left, top = (size[0] - cols * side) // 2, (size[1] - rows * side) // 2
+    tiles = [
+        (f"r{r}c{c}", img.crop((left + c * side, top + r * side, left + (c + 1) * side, top + (r + 1) * side)))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    return img, tiles
+
+
+def _decode(data: bytes, opts: Normalisation, draft_side: int) -> Image.Image:
+    """The source as an RGB picture (EXIF orientation applied), or raise Rejected. JPEGs are
+    decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale that keeps both sides >= `draft_side`."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -113,28 +155,15 @@ def decode_normalised(data: bytes, opts: Normalisation) -> Image.Image:
                 f"{w}x{h}: shorter side below data.min_source_size={opts.min_source_size}",
             )
         if img.format in ("JPEG", "MPO"):
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale; it keeps the shorter side >= image_size.
-            img.draft("RGB", (opts.image_size, opts.image_size))
+            img.draft("RGB", (draft_side, draft_side))
         try:
             img.load()
         except Exception as err:  # noqa: BLE001
             raise _decode_error(err, opts.max_pixels) from None
     try:
-        img = _to_rgb(_oriented(img))
+        return _to_rgb(_oriented(img))
     except Exception as err:  # noqa: BLE001
         raise _decode_error(err, opts.max_pixels) from None
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    size = opts.image_size
-    if (w, h) != (size, size):
-        img = img.resize(
-            (size, size),
-            Image.Resampling.LANCZOS,
-            box=(left, top, left + side, top + side),
-            reducing_gap=3.0,
-        )
-    return img
 
 
 def encode_png(img: Image.Image) -> bytes:

@@ -89,10 +89,11 @@ def manifest_checks(params: Params, required: list[str]) -> list[Check]:
     checks += [
         Check(
             "sha256_unique",
-            e.ExpectColumnValuesToBeUnique(column="sha256"),
+            # The tiles of one source (data.load_size) share its sha256 and differ in `tile`.
+            e.ExpectCompoundColumnsToBeUnique(column_list=["sha256", "tile"]),
             lambda r: (
-                f"duplicate sha256: {r.get('unexpected_count')} images share their sha256 with another image "
-                f"(exact duplicates), expected every sha256 to be unique{_examples(r)}"
+                f"duplicate sha256: {r.get('unexpected_count')} images share their sha256 and tile with another "
+                f"image (exact duplicates), expected every (sha256, tile) to be unique{_examples(r)}"
             ),
         ),
         Check(
