@@ -5,6 +5,7 @@ Everything runs on a tiny manifest of 32x32 PNGs built here, with 8-filter, 1-bl
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ import torch
 import yaml
 from conftest import free_port
 from PIL import Image
+from torch import nn
 
 from culturegan.config import Pair, Params, parse_params
 from culturegan.data.manifest import ManifestRow, manifest_frame, write_manifest
@@ -749,3 +751,115 @@ def test_training_loads_its_images_without_pandas_or_scipy(data_root: Path) -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["8", "8", "False", "False"]
+
+
+# ---------------------------------------------------------------------------------------------
+# FusedAdam and LinearDecay: torch.optim's arithmetic without torch.optim (and its 150 MB import)
+
+
+def _adam_pair(seed: int = 0) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(seed)
+    a = nn.Sequential(nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8, affine=True), nn.Conv2d(8, 2, 1))
+    b = copy.deepcopy(a)
+    return a, b
+
+
+def _grads(model: nn.Module, step: int) -> None:
+    g = torch.Generator().manual_seed(step)
+    for i, p in enumerate(model.parameters()):
+        # Parameter 1 has no gradient on odd steps: its state must not move then.
+        p.grad = None if (i == 1 and step % 2) else torch.randn(p.shape, generator=g)
+
+
+def test_fused_adam_is_bit_identical_to_torch_adam_fused_and_shares_its_state_dict():
+    from culturegan.training.adam import FusedAdam
+
+    ours_model, ref_model = _adam_pair()
+    ours = FusedAdam(ours_model.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    ref = torch.optim.Adam(ref_model.parameters(), lr=2e-3, betas=(0.5, 0.999), fused=True)
+    for step in range(6):
+        _grads(ours_model, step)
+        _grads(ref_model, step)
+        ours.step()
+        ref.step()
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert torch.equal(ours.state_dict()["state"][1]["step"], ref.state_dict()["state"][1]["step"])
+
+    # A checkpoint of torch's Adam resumes in FusedAdam, and the reverse, with identical updates.
+    resumed_model, _ = _adam_pair()
+    resumed_model.load_state_dict(ref_model.state_dict())
+    resumed = FusedAdam(resumed_model.parameters(), lr=1.0, betas=(0.9, 0.9))
+    resumed.load_state_dict(ref.state_dict())
+    back = torch.optim.Adam(ours_model.parameters(), lr=2e-3, betas=(0.5, 0.999), fused=True)
+    back.load_state_dict(ours.state_dict())
+    for step in range(6, 9):
+        for m in (resumed_model, ref_model, ours_model):
+            _grads(m, step)
+        resumed.step()
+        ref.step()
+        back.step()
+    for p, q, r in zip(
+        resumed_model.parameters(), ref_model.parameters(), ours_model.parameters(), strict=True
+    ):
+        assert torch.equal(p, q) and torch.equal(r, q)
+
+    with pytest.raises(ValueError, match="expected one of"):
+        FusedAdam(nn.Linear(2, 2).parameters(), lr=1e-3, betas=(0.5, 0.999)).load_state_dict(
+            ref.state_dict()
+        )
+
+
+def test_linear_decay_steps_the_lr_as_lambda_lr_and_loads_its_state():
+    from culturegan.training.adam import FusedAdam, LinearDecay
+
+    factor = linear_decay(10, 0.5)
+    model, _ = _adam_pair()
+    ours = LinearDecay(FusedAdam(model.parameters(), lr=2e-4, betas=(0.5, 0.999)), factor)
+    ref_opt = torch.optim.Adam(model.parameters(), lr=2e-4, fused=True)
+    ref = torch.optim.lr_scheduler.LambdaLR(ref_opt, factor)
+    seen = []
+    for _ in range(10):
+        assert ours.get_last_lr() == ref.get_last_lr()
+        seen.append(ours.get_last_lr()[0])
+        ref_opt.step()
+        ours.step()
+        ref.step()
+    assert seen[0] == 2e-4 and seen[-1] == pytest.approx(4e-5)
+    resumed = LinearDecay(FusedAdam(model.parameters(), lr=2e-4, betas=(0.5, 0.999)), factor)
+    resumed.load_state_dict(ref.state_dict())  # an older checkpoint's LambdaLR state
+    assert resumed.get_last_lr() == ref.get_last_lr() == [0.0]
+
+
+def test_training_never_imports_torch_dynamo(data_root: Path, tmp_path: Path) -> None:
+    """The trainer's optimiser and schedule are not torch.optim's, whose first use imports
+    torch._dynamo with sympy and triton: about 150 MB of peak memory (docs/benchmarks.md)."""
+    params = tiny_params("cyclegan", steps=4, checkpoint_every=2, sample_every=1000, log_every=2)
+    script = _TRAIN_SCRIPT + "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)\n"
+    args = [json.dumps(params.model_dump(mode="json")), str(PAIR), str(data_root), str(tmp_path)]
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_grad_scaler_steps_fused_adam_like_torch_adam():
+    """fp16 on a GPU goes through torch.amp.GradScaler; its CPU twin runs the same Python path
+    (unscale through param_groups, skip the step on inf)."""
+    from culturegan.training.adam import FusedAdam
+
+    ours_model, ref_model = _adam_pair()
+    ours = FusedAdam(ours_model.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    ref = torch.optim.Adam(ref_model.parameters(), lr=2e-3, betas=(0.5, 0.999), fused=True)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    for model, opt in ((ours_model, ours), (ref_model, ref)):
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        for step in range(3):
+            opt.zero_grad(set_to_none=True)
+            loss = model(x).square().mean() * (float("inf") if step == 1 else 1.0)
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # step 1: inf gradients, skipped
+            scaler.update()
+    for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert float(ours.state_dict()["state"][0]["step"]) == 2.0

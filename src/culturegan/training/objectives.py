@@ -29,6 +29,7 @@ from culturegan.models.networks import (
     init_weights,
     sample_patch_ids,
 )
+from culturegan.training.adam import Optimizer
 from culturegan.training.augment import diff_augment
 from culturegan.training.runtime import Runtime, make_optimizer, set_requires_grad
 
@@ -89,8 +90,8 @@ Nets = CycleGANNets | CUTNets
 
 @dataclass
 class Optimizers:
-    g: torch.optim.Optimizer  # generators (and CUT's head)
-    d: torch.optim.Optimizer  # discriminators
+    g: Optimizer  # generators (and CUT's head)
+    d: Optimizer  # discriminators
 
 
 def _generator(cfg: TrainConfig) -> ResnetGenerator:

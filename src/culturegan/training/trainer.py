@@ -24,6 +24,7 @@ from culturegan.config import Pair, Params, TrainConfig, size_problem
 from culturegan.errors import ConfigError
 from culturegan.models.losses import ImagePool
 from culturegan.models.networks import count_params
+from culturegan.training.adam import LinearDecay
 from culturegan.training.checkpoint import (
     load_checkpoint,
     load_generator,
@@ -154,7 +155,7 @@ class TrainState:
 
     nets: Nets
     opts: Optimizers
-    scheds: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    scheds: dict[str, LinearDecay]
     sampler: UnpairedSampler
     rt: Runtime
     ema: dict[str, EMA] = field(default_factory=dict)  # averaged generators, by net name
@@ -229,11 +230,10 @@ def build_state(
         named = nets.named()
         ema = {k: EMA(named[k], cfg.ema) for k in _generator_names(nets)}
     factor = linear_decay(cfg.steps, cfg.decay_start)
-    LambdaLR = torch.optim.lr_scheduler.LambdaLR
     return TrainState(
         nets=nets,
         opts=opts,
-        scheds={"g": LambdaLR(opts.g, factor), "d": LambdaLR(opts.d, factor)},
+        scheds={"g": LinearDecay(opts.g, factor), "d": LinearDecay(opts.d, factor)},
         sampler=UnpairedSampler(
             data, cfg.batch_size, seed + 1, cfg.flip, world.rank, world.size, cfg.crop_size
         ),
