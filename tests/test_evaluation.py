@@ -18,7 +18,11 @@ from culturegan.data.synthetic import prepare_synthetic, render
 from culturegan.errors import CheckpointError, ConfigError, SourceError
 from culturegan.evaluation import imageops, metrics
 from culturegan.evaluation.baselines import histogram_matching, identity, reinhard
-from culturegan.evaluation.classifier import load_classifier, train_style_classifier
+from culturegan.evaluation.classifier import (
+    StyleClassifier,
+    load_classifier,
+    train_style_classifier,
+)
 from culturegan.evaluation.evaluate import evaluate_pair, module_translator
 
 SIZE = tiny.SIZE
@@ -413,6 +417,32 @@ def test_classifier_training_is_reproducible_with_the_same_seed(tmp_path: Path, 
     sa = torch.load(a["classifier"], weights_only=True)["state_dict"]
     sb = torch.load(b["classifier"], weights_only=True)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_an_ensemble_of_seeds_concatenates_features_and_averages_probabilities(tmp_path: Path, bench):
+    """evaluation.classifier.ensemble: members trained with seeds seed, seed+1, ...; member 0 is
+    the single classifier of the same params, bit for bit."""
+    _, data, _, _ = bench
+    cfg = {"epochs": 1, "input_size": SIZE, "width": 8, "feature_dim": 16}
+    single = train_style_classifier(tiny_params(classifier=cfg), data, tmp_path / "one")
+    pair = train_style_classifier(tiny_params(classifier={**cfg, "ensemble": 2}), data, tmp_path / "two")
+    one = torch.load(single["classifier"], weights_only=True)
+    two = torch.load(pair["classifier"], weights_only=True)
+    assert "state_dicts" not in one and len(two["state_dicts"]) == 2
+    assert all(torch.equal(one["state_dict"][k], two["state_dicts"][0][k]) for k in one["state_dict"])
+    assert not torch.equal(two["state_dicts"][0]["head.weight"], two["state_dicts"][1]["head.weight"])
+
+    ens, first = load_classifier(Path(pair["classifier"])), load_classifier(Path(single["classifier"]))
+    imgs = scenes("ukiyoe", range(6))
+    feats = ens.features(imgs)
+    assert feats.shape == (6, 32)
+    np.testing.assert_allclose(feats[:, :16], first.features(imgs), rtol=1e-6)
+    second = StyleClassifier(ens.nets[1:], ens.styles, ens.input_size)
+    np.testing.assert_allclose(
+        ens.predict_proba(imgs), (first.predict_proba(imgs) + second.predict_proba(imgs)) / 2, rtol=1e-6
+    )
+    report = json.loads((tmp_path / "two" / "classifier.json").read_text())
+    assert report["ensemble_seeds"] == [0, 1] and len(report["test_accuracy_members"]) == 2
 
 
 def test_missing_or_corrupt_classifier_is_a_checkpoint_error(tmp_path: Path):

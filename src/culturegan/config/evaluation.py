@@ -37,6 +37,14 @@ class ClassifierConfig(StrictModel):
         description="probability that a training image is blurred or given noise, keeping its style label:"
         " damage then does not read as a move towards another style (real art: params/realart.yaml)",
     )
+    ensemble: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="classifiers trained with seeds seed, seed+1, ...: the feature space concatenates their"
+        " features and the style probabilities are their mean, so one training run's quirks weigh less"
+        " (few images: a single run's space decides real-art verdicts, docs/quality.md)",
+    )
 
 
 class GatysConfig(StrictModel):

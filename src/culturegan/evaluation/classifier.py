@@ -86,9 +86,11 @@ def to_input(images: np.ndarray, size: int) -> torch.Tensor:
 
 @dataclass
 class StyleClassifier:
-    """A trained StyleNet with its style list: features and probabilities of uint8 image batches."""
+    """Trained StyleNets (one, or an ensemble of seeds) with their style list: features and
+    probabilities of uint8 image batches. An ensemble's features are its members' side by side and
+    its probabilities their mean."""
 
-    net: StyleNet
+    nets: list[StyleNet]
     styles: list[str]
     input_size: int
     batch_size: int = 64
@@ -96,23 +98,28 @@ class StyleClassifier:
 
     @torch.no_grad()
     def _run(self, images: np.ndarray, head: bool) -> np.ndarray:
-        self.net.eval()
         out = []
+        for net in self.nets:
+            net.eval()
         for i in range(0, len(images), self.batch_size):
             x = to_input(images[i : i + self.batch_size], self.input_size)
-            f = self.net.features(x)
-            out.append((F.softmax(self.net.head(f), dim=1) if head else f).double().numpy())
-        dim = len(self.styles) if head else self.net.head.in_features
+            feats = [net.features(x) for net in self.nets]
+            if head:
+                probs = [F.softmax(net.head(f), dim=1) for net, f in zip(self.nets, feats, strict=True)]
+                out.append(torch.stack(probs).mean(0).double().numpy())
+            else:
+                out.append(torch.cat(feats, dim=1).double().numpy())
+        dim = len(self.styles) if head else sum(net.head.in_features for net in self.nets)
         return np.concatenate(out) if out else np.zeros((0, dim))
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        """(N, feature_dim) float64 penultimate-layer features: the 'classifier' feature space."""
+        """(N, members × feature_dim) float64 penultimate-layer features: the 'classifier' space."""
         return self._run(images, head=False)
 
     __call__ = features
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """(N, n_styles) softmax probabilities, columns in the order of `styles`."""
+        """(N, n_styles) softmax probabilities (the members' mean), columns in the order of `styles`."""
         return self._run(images, head=True)
 
 
@@ -200,9 +207,104 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
     x_train = to_input(np.concatenate(train), cfg.input_size)
     y_train = torch.cat([torch.full((len(t),), k, dtype=torch.long) for k, t in enumerate(train)])
 
-    torch.manual_seed(params.seed)
-    gen = torch.Generator().manual_seed(params.seed)
-    net = StyleNet(len(styles), cfg.width, cfg.feature_dim)
+    seeds = [params.seed + k for k in range(cfg.ensemble)]
+    members = [_train_net(cfg, len(styles), x_train, y_train, seed) for seed in seeds]
+    nets = [net for net, _ in members]
+    train_accuracy = float(np.mean([acc for _, acc in members]))
+
+    clf = StyleClassifier(nets, styles, cfg.input_size, cfg.batch_size)
+    y_true = np.concatenate([np.full(len(t), k) for k, t in enumerate(test)])
+    x_test = np.concatenate(test)
+    y_pred = clf.predict_proba(x_test).argmax(1)
+    member_accuracy = [  # each member alone, when there are several
+        float((StyleClassifier([n], styles, cfg.input_size).predict_proba(x_test).argmax(1) == y_true).mean())
+        for n in (nets if len(nets) > 1 else [])
+    ]
+    confusion = _confusion(y_true, y_pred, len(styles))
+    per_style = {
+        s: float(confusion[k, k] / max(confusion[k].sum(), 1)) for k, s in enumerate(styles)
+    }
+    seconds = time.perf_counter() - start
+
+    checkpoint: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "styles": styles,
+        "config": cfg.model_dump(mode="json"),
+        "seed": params.seed,
+    }
+    if len(nets) == 1:  # one classifier: the file it always was (same bytes, same DVC hash)
+        checkpoint["state_dict"] = nets[0].state_dict()
+    else:
+        checkpoint["state_dicts"] = [n.state_dict() for n in nets]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_torch_file(out_dir / CLASSIFIER_FILE, checkpoint)  # same weights, same bytes (DVC)
+    report = {
+        "styles": styles,
+        "test_accuracy": float((y_pred == y_true).mean()),
+        "test_accuracy_per_style": per_style,
+        "confusion": {
+            "rows": "true style",
+            "columns": "predicted style",
+            "matrix": confusion.tolist(),
+        },
+        "train_accuracy_last_epoch": train_accuracy,
+        "n_train": {s: len(t) for s, t in zip(styles, train, strict=True)},
+        "n_test": {s: len(t) for s, t in zip(styles, test, strict=True)},
+        "tile_size": tile,
+        "feature_dim": cfg.feature_dim,
+        "epochs": cfg.epochs,
+        "seed": params.seed,
+        "seconds": round(seconds, 3),
+    }
+    if len(nets) > 1:
+        report["ensemble_seeds"] = seeds
+        report["test_accuracy_members"] = member_accuracy
+    atomic_write_text(out_dir / CLASSIFIER_REPORT, json.dumps(report, indent=2) + "\n")
+    log.info("style classifier: test accuracy %.3f in %.1f s", report["test_accuracy"], seconds)
+    return {
+        "classifier": str(out_dir / CLASSIFIER_FILE),
+        "report": str(out_dir / CLASSIFIER_REPORT),
+        "test_accuracy": report["test_accuracy"],
+        "test_accuracy_per_style": per_style,
+        "seconds": report["seconds"],
+    }
+
+
+def load_classifier(path: Path, batch_size: int = 64) -> StyleClassifier:
+    """Load `classifier.pt` written by train_style_classifier (weights only: no code is unpickled)."""
+    path = Path(path)
+    hint = "run the classifier stage (`culturegan train-classifier`) to write it"
+    if not path.is_file():
+        raise CheckpointError(f"style classifier {path} not found", hint=hint)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path} has format {ckpt.get('format_version')}, expected {FORMAT_VERSION}",
+                hint=hint,
+            )
+        cfg = ClassifierConfig.model_validate(ckpt["config"])
+        nets = []
+        for state in ckpt["state_dicts"] if "state_dicts" in ckpt else [ckpt["state_dict"]]:
+            net = StyleNet(len(ckpt["styles"]), cfg.width, cfg.feature_dim)
+            net.load_state_dict(state)
+            nets.append(net.eval())
+    except CheckpointError:
+        raise
+    except Exception as err:  # noqa: BLE001 (a truncated or foreign file fails in many ways; all mean "rewrite it")
+        raise CheckpointError(
+            f"{path} is not a readable style classifier: {err}", hint=hint
+        ) from None
+    return StyleClassifier(nets, list(ckpt["styles"]), cfg.input_size, batch_size)
+
+
+def _train_net(
+    cfg: ClassifierConfig, n_styles: int, x_train: torch.Tensor, y_train: torch.Tensor, seed: int
+) -> tuple[StyleNet, float]:
+    """One StyleNet trained from `seed`: (the net in eval mode, its last epoch's train accuracy)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = StyleNet(n_styles, cfg.width, cfg.feature_dim)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(x_train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -237,73 +339,4 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
             correct / max(seen, 1),
         )
 
-    clf = StyleClassifier(net.eval(), styles, cfg.input_size, cfg.batch_size)
-    y_true = np.concatenate([np.full(len(t), k) for k, t in enumerate(test)])
-    y_pred = clf.predict_proba(np.concatenate(test)).argmax(1)
-    confusion = _confusion(y_true, y_pred, len(styles))
-    per_style = {
-        s: float(confusion[k, k] / max(confusion[k].sum(), 1)) for k, s in enumerate(styles)
-    }
-    seconds = time.perf_counter() - start
-
-    checkpoint = {
-        "format_version": FORMAT_VERSION,
-        "state_dict": net.state_dict(),
-        "styles": styles,
-        "config": cfg.model_dump(mode="json"),
-        "seed": params.seed,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_torch_file(out_dir / CLASSIFIER_FILE, checkpoint)  # same weights, same bytes (DVC)
-    report = {
-        "styles": styles,
-        "test_accuracy": float((y_pred == y_true).mean()),
-        "test_accuracy_per_style": per_style,
-        "confusion": {
-            "rows": "true style",
-            "columns": "predicted style",
-            "matrix": confusion.tolist(),
-        },
-        "train_accuracy_last_epoch": correct / max(seen, 1),
-        "n_train": {s: len(t) for s, t in zip(styles, train, strict=True)},
-        "n_test": {s: len(t) for s, t in zip(styles, test, strict=True)},
-        "tile_size": tile,
-        "feature_dim": cfg.feature_dim,
-        "epochs": cfg.epochs,
-        "seed": params.seed,
-        "seconds": round(seconds, 3),
-    }
-    atomic_write_text(out_dir / CLASSIFIER_REPORT, json.dumps(report, indent=2) + "\n")
-    log.info("style classifier: test accuracy %.3f in %.1f s", report["test_accuracy"], seconds)
-    return {
-        "classifier": str(out_dir / CLASSIFIER_FILE),
-        "report": str(out_dir / CLASSIFIER_REPORT),
-        "test_accuracy": report["test_accuracy"],
-        "test_accuracy_per_style": per_style,
-        "seconds": report["seconds"],
-    }
-
-
-def load_classifier(path: Path, batch_size: int = 64) -> StyleClassifier:
-    """Load `classifier.pt` written by train_style_classifier (weights only: no code is unpickled)."""
-    path = Path(path)
-    hint = "run the classifier stage (`culturegan train-classifier`) to write it"
-    if not path.is_file():
-        raise CheckpointError(f"style classifier {path} not found", hint=hint)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if ckpt.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path} has format {ckpt.get('format_version')}, expected {FORMAT_VERSION}",
-                hint=hint,
-            )
-        cfg = ClassifierConfig.model_validate(ckpt["config"])
-        net = StyleNet(len(ckpt["styles"]), cfg.width, cfg.feature_dim)
-        net.load_state_dict(ckpt["state_dict"])
-    except CheckpointError:
-        raise
-    except Exception as err:  # noqa: BLE001 (a truncated or foreign file fails in many ways; all mean "rewrite it")
-        raise CheckpointError(
-            f"{path} is not a readable style classifier: {err}", hint=hint
-        ) from None
-    return StyleClassifier(net.eval(), list(ckpt["styles"]), cfg.input_size, batch_size)
+    return net.eval(), correct / max(seen, 1)
