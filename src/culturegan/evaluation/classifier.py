@@ -232,7 +232,7 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
         "config": cfg.model_dump(mode="json"),
         "seed": params.seed,
     }
-    if len(nets) == 1:  # one classifier: the file it always was (same bytes, same DVC hash)
+    if len(nets) == 1:  # one classifier: the layout of the files written before ensembles
         checkpoint["state_dict"] = nets[0].state_dict()
     else:
         checkpoint["state_dicts"] = [n.state_dict() for n in nets]
