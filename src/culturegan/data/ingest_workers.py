@@ -70,7 +70,7 @@ def _process(task: tuple[str, str, str, str, dict[str, dict[str, Any]] | None]) 
     res["split"] = "" if split_hint == "auto" else split_hint
 
     def reject(reason: str, detail: str) -> dict[str, Any]:
-        return {**res, "status": "reject", "reason": reason, "detail": detail}
+        return _rejected(res, reason, detail)
 
     try:
         st = os.stat(path)
@@ -120,7 +120,7 @@ def _process_tiles(data: bytes, res: dict[str, Any], opts: WorkerOpts) -> dict[s
     try:
         whole, tiles = decode_tiles(data, opts)
     except Rejected as rej:
-        return {**res, "status": "reject", "reason": rej.reason, "detail": rej.detail}
+        return _rejected(res, rej.reason, rej.detail)
     kept, blank = [], []
     for name, tile in tiles:
         std = intensity_std(tile)
@@ -134,13 +134,12 @@ def _process_tiles(data: bytes, res: dict[str, Any], opts: WorkerOpts) -> dict[s
         rel = _write_png(tile, opts, _output_rel(res["style"], res["split"], res["sha256"], name))
         kept.append({"tile": name, "path": rel, "phash": phash(tile), "intensity_std": std})
     if not kept:
-        return {
-            **res,
-            "status": "reject",
-            "reason": Reason.BLANK,
-            "detail": f"all {len(tiles)} tile(s) of {opts.image_size} px have a luminance std below "
+        return _rejected(
+            res,
+            Reason.BLANK,
+            f"all {len(tiles)} tile(s) of {opts.image_size} px have a luminance std below "
             f"validation.min_intensity_std={opts.min_tile_std}",
-        }
+        )
     return {
         **res,
         "status": "ok",
@@ -153,6 +152,11 @@ def _process_tiles(data: bytes, res: dict[str, Any], opts: WorkerOpts) -> dict[s
         "tiles": kept,
         "blank_tiles": blank,
     }
+
+
+def _rejected(res: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    """A source file's result as a reject with a manifest.Reason and its detail."""
+    return {**res, "status": "reject", "reason": reason, "detail": detail}
 
 
 def _write_png(img: Image.Image, opts: WorkerOpts, rel: str) -> str:
