@@ -332,6 +332,85 @@ def test_margin_over_the_best_baseline_is_signed_and_leaves_identity_out_of_cont
     assert margin["gt_hist_hellinger"]["value"] > 0
 
 
+def with_members(record: dict[str, Any], gan: list[float], rival: list[float]) -> dict[str, Any]:
+    """`record` scored by an ensemble of len(gan) classifiers: per member, the GAN's relative KID
+    gain and reinhard's (histogram scores half of reinhard's, identity 0), as evaluate writes them."""
+    record["classifier_members"] = {
+        "seeds": [7 + k for k in range(len(gan))],
+        "measure": "kid_classifier_relative_gain",
+        "methods": {
+            "gan": list(gan),
+            "identity": [0.0] * len(gan),
+            "reinhard": list(rival),
+            "histogram": [r / 2 for r in rival],
+        },
+        "controls": {},
+    }
+    return record
+
+
+def test_the_verdict_is_reported_per_classifier_run_with_pairs_won_lost_or_split(tmp_path: Path):
+    """An ensemble's members each give a verdict; the analysis counts wins per member and says
+    which directed pairs are won in every run, lost in every run, or depend on the run."""
+    records = []
+    for seed in range(2):
+        records += [
+            # won in all three runs; the margin is the mean over the two training seeds
+            with_members(
+                fake_record("photo-ukiyoe", seed, 0.5),
+                [0.6 + 0.1 * seed, 0.7, 0.8],
+                [0.4, 0.5, 0.6],
+            ),
+            # the best rival is identity (0) when reinhard's gain is negative: lost in every run
+            with_members(
+                fake_record("photo-inkwash", seed, 0.5), [-0.2, -0.1, -0.3], [-0.5, -0.4, -0.6]
+            ),
+            # split: won in run 1 only
+            with_members(fake_record("ukiyoe-photo", seed, 0.5), [0.3, 0.5, 0.2], [0.4, 0.4, 0.4]),
+        ]
+    a = _analysis(tmp_path, records)
+    runs = a["classifier_runs"]
+    assert runs["members"] == 3 and runs["seeds"] == [7, 8, 9] and runs["n_pairs"] == 3
+    rows = {r["pair"]: r for r in runs["pairs"]}
+    assert [r["pair"] for r in runs["pairs"]] == ["photo-inkwash", "photo-ukiyoe", "ukiyoe-photo"]
+    assert rows["photo-ukiyoe"]["margins"] == pytest.approx([0.65 - 0.4, 0.2, 0.2])
+    assert rows["photo-ukiyoe"]["best_baselines"] == ["reinhard"] * 3
+    assert rows["photo-inkwash"]["margins"] == pytest.approx([-0.2, -0.1, -0.3])
+    assert rows["photo-inkwash"]["best_baselines"] == ["identity"] * 3
+    assert rows["ukiyoe-photo"]["wins"] == 1 and rows["ukiyoe-photo"]["runs"] == 3
+    assert rows["ukiyoe-photo"]["mean"] == pytest.approx((-0.1 + 0.1 - 0.2) / 3)
+    assert rows["ukiyoe-photo"]["sd"] == pytest.approx(np.std([-0.1, 0.1, -0.2], ddof=1))
+    assert runs["wins_per_member"] == [1, 2, 1]
+    assert (runs["wins_min"], runs["wins_median"], runs["wins_max"]) == (1, 1.0, 2)
+    assert runs["won_in_every_run"] == ["photo-ukiyoe"]
+    assert runs["lost_in_every_run"] == ["photo-inkwash"]
+    assert runs["depends_on_the_run"] == ["ukiyoe-photo"]
+    finding = a["summary"]["findings"][-1]
+    assert "Across 3 training runs of the style classifier (seeds 7, 8, 9)" in finding
+    assert "in 1 to 2 (median 1) of 3 directed pairs" in finding
+    assert "won or lost depending on the run: ukiyoe-photo" in finding
+
+
+def test_without_an_ensemble_there_is_no_per_run_verdict_and_a_partial_one_is_an_error(
+    tmp_path: Path,
+):
+    a = _analysis(tmp_path / "plain", [fake_record("photo-ukiyoe", 0, 0.5)])
+    assert a["classifier_runs"] is None
+    assert not any("training runs of the style classifier" in f for f in a["summary"]["findings"])
+    mixed = [
+        with_members(fake_record("photo-ukiyoe", 0, 0.5), [0.5, 0.5], [0.1, 0.1]),
+        fake_record("photo-inkwash", 0, 0.5),
+    ]
+    with pytest.raises(SourceError, match="photo-inkwash.*no per-classifier GAN scores"):
+        _analysis(tmp_path / "mixed", mixed)
+    sizes = [
+        with_members(fake_record("photo-ukiyoe", 0, 0.5), [0.5, 0.5], [0.1, 0.1]),
+        with_members(fake_record("photo-inkwash", 0, 0.5), [0.5, 0.5, 0.5], [0.1, 0.1, 0.1]),
+    ]
+    with pytest.raises(SourceError, match=r"ensembles of different sizes \[2, 3\]"):
+        _analysis(tmp_path / "sizes", sizes)
+
+
 def test_target_difficulty_averages_each_target_over_its_sources(tmp_path: Path):
     records = [
         fake_record("photo-ukiyoe", 0, 0.2),

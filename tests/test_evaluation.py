@@ -35,7 +35,12 @@ def tiny_params(**evaluation) -> Params:
     defaults = EvaluationConfig().model_dump(mode="json")
     section = {
         **defaults,
-        "classifier": {**defaults["classifier"], "epochs": 12, "batch_size": 16, "input_size": SIZE},
+        "classifier": {
+            **defaults["classifier"],
+            "epochs": 12,
+            "batch_size": 16,
+            "input_size": SIZE,
+        },
         "kid_subsets": 20,
         "grid_rows": 3,
     }
@@ -43,7 +48,10 @@ def tiny_params(**evaluation) -> Params:
         section[key] = {**defaults[key], **value} if isinstance(value, dict) else value
     styles = ["photo", "inkwash", "ukiyoe", "impressionist"]
     return tiny.tiny_params(
-        {"data": {"synthetic": {"styles": styles, "train_scenes": 30, "test_scenes": 12}}, "evaluation": section}
+        {
+            "data": {"synthetic": {"styles": styles, "train_scenes": 30, "test_scenes": 12}},
+            "evaluation": section,
+        }
     )
 
 
@@ -349,7 +357,9 @@ def test_half_scale_ssim_tells_a_perfect_impressionist_painter_from_a_colour_tra
     truth = scenes("impressionist", seeds, 64)
     redrawn = np.stack(
         [
-            impressionist.render(make_scene(s), 64, np.random.default_rng([s, zlib.crc32(b"redraw")]))
+            impressionist.render(
+                make_scene(s), 64, np.random.default_rng([s, zlib.crc32(b"redraw")])
+            )
             for s in seeds
         ]
     )
@@ -419,30 +429,83 @@ def test_classifier_training_is_reproducible_with_the_same_seed(tmp_path: Path, 
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_an_ensemble_of_seeds_concatenates_features_and_averages_probabilities(tmp_path: Path, bench):
+def test_an_ensemble_of_seeds_concatenates_features_and_averages_probabilities(
+    tmp_path: Path, bench
+):
     """evaluation.classifier.ensemble: members trained with seeds seed, seed+1, ...; member 0 is
     the single classifier of the same params, bit for bit."""
     _, data, _, _ = bench
     cfg = {"epochs": 1, "input_size": SIZE, "width": 8, "feature_dim": 16}
     single = train_style_classifier(tiny_params(classifier=cfg), data, tmp_path / "one")
-    pair = train_style_classifier(tiny_params(classifier={**cfg, "ensemble": 2}), data, tmp_path / "two")
+    pair = train_style_classifier(
+        tiny_params(classifier={**cfg, "ensemble": 2}), data, tmp_path / "two"
+    )
     one = torch.load(single["classifier"], weights_only=True)
     two = torch.load(pair["classifier"], weights_only=True)
     assert "state_dicts" not in one and len(two["state_dicts"]) == 2
-    assert all(torch.equal(one["state_dict"][k], two["state_dicts"][0][k]) for k in one["state_dict"])
-    assert not torch.equal(two["state_dicts"][0]["head.weight"], two["state_dicts"][1]["head.weight"])
+    assert all(
+        torch.equal(one["state_dict"][k], two["state_dicts"][0][k]) for k in one["state_dict"]
+    )
+    assert not torch.equal(
+        two["state_dicts"][0]["head.weight"], two["state_dicts"][1]["head.weight"]
+    )
 
-    ens, first = load_classifier(Path(pair["classifier"])), load_classifier(Path(single["classifier"]))
+    ens, first = (
+        load_classifier(Path(pair["classifier"])),
+        load_classifier(Path(single["classifier"])),
+    )
     imgs = scenes("ukiyoe", range(6))
     feats = ens.features(imgs)
     assert feats.shape == (6, 32)
     np.testing.assert_allclose(feats[:, :16], first.features(imgs), rtol=1e-6)
     second = StyleClassifier(ens.nets[1:], ens.styles, ens.input_size)
     np.testing.assert_allclose(
-        ens.predict_proba(imgs), (first.predict_proba(imgs) + second.predict_proba(imgs)) / 2, rtol=1e-6
+        ens.predict_proba(imgs),
+        (first.predict_proba(imgs) + second.predict_proba(imgs)) / 2,
+        rtol=1e-6,
     )
     report = json.loads((tmp_path / "two" / "classifier.json").read_text())
     assert report["ensemble_seeds"] == [0, 1] and len(report["test_accuracy_members"]) == 2
+
+
+def test_an_ensemble_scores_each_members_relative_gain_in_its_own_space(tmp_path: Path, bench):
+    """With an ensemble, metrics.json also holds each member's relative KID gain of every method
+    and control: member 0's equals the gain measured with the single classifier of the same seed."""
+    params, data, _, _ = bench
+    cfg = {"epochs": 2, "input_size": SIZE, "width": 8, "feature_dim": 16}
+    single = train_style_classifier(tiny_params(classifier=cfg), data, tmp_path / "one")
+    pair = train_style_classifier(
+        tiny_params(classifier={**cfg, "ensemble": 2}), data, tmp_path / "two"
+    )
+    gan = module_translator(_blur_generator())
+    evaluate_pair(
+        params,
+        Pair("photo", "inkwash"),
+        data,
+        None,
+        Path(single["classifier"]),
+        tmp_path / "e1",
+        gan,
+    )
+    evaluate_pair(
+        params, Pair("photo", "inkwash"), data, None, Path(pair["classifier"]), tmp_path / "e2", gan
+    )
+    one = json.loads((tmp_path / "e1" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert "classifier_members" not in one
+    members = two["classifier_members"]
+    assert members["seeds"] == [0, 1] and members["measure"] == "kid_classifier_relative_gain"
+    assert list(members["methods"]) == list(two["methods"]) and list(members["controls"]) == list(
+        two["controls"]
+    )
+    for block in ("methods", "controls"):
+        for name, gains in members[block].items():
+            assert len(gains) == 2 and all(np.isfinite(gains)), (block, name)
+            assert gains[0] == pytest.approx(
+                one[block][name]["kid_classifier_relative_gain"], abs=1e-9
+            )
+    assert members["methods"]["identity"] == pytest.approx([0.0, 0.0])
+    assert members["methods"]["gan"][0] != pytest.approx(members["methods"]["gan"][1])
 
 
 def test_missing_or_corrupt_classifier_is_a_checkpoint_error(tmp_path: Path):
@@ -554,12 +617,21 @@ def test_evaluate_pair_scores_every_method_on_the_same_images_and_names_the_feat
     grid = Image.open(out / "grid.png")
     assert grid.width > 5 * SIZE and grid.height > 3 * SIZE  # 3 rows; source, 4 methods, truth
     # metric validity: the truth and its controls, scored by every metric, on the aligned scenes
-    assert list(m["controls"]) == ["truth", "truth_noise", "truth_blur", "colour_transfer", "source"]
+    assert list(m["controls"]) == [
+        "truth",
+        "truth_noise",
+        "truth_blur",
+        "colour_transfer",
+        "source",
+    ]
     truth = m["controls"]["truth"]
     assert truth["gt_ssim"] == pytest.approx(1.0) and truth["n_images"] == 12
     for control in ("truth_noise", "truth_blur", "colour_transfer", "source"):
         assert m["controls"][control]["gt_ssim"] < 0.95
-        assert m["controls"][control]["kid_classifier_relative_gain"] < truth["kid_classifier_relative_gain"]
+        assert (
+            m["controls"][control]["kid_classifier_relative_gain"]
+            < truth["kid_classifier_relative_gain"]
+        )
     assert m["controls"]["source"]["content_edge_ssim"] == pytest.approx(1.0)
 
 
@@ -628,7 +700,10 @@ def test_classifier_with_fewer_than_two_styles_is_a_data_error(tmp_path: Path):
 
     params = parse_params(
         {
-            "data": {"image_size": 32, "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 2, "test_scenes": 1}},
+            "data": {
+                "image_size": 32,
+                "synthetic": {"styles": ["photo", "inkwash"], "train_scenes": 2, "test_scenes": 1},
+            },
             "train": {"pairs": ["photo-inkwash"]},
         }
     )
@@ -645,7 +720,9 @@ def test_high_frequency_share_flags_a_checkerboard_and_not_a_smooth_gradient():
     from culturegan.evaluation import imageops
 
     size = 32
-    smooth = np.broadcast_to((127.5 + 100 * np.cos(np.arange(size) * 2 * np.pi / size))[None, :, None], (size, size, 3))
+    smooth = np.broadcast_to(
+        (127.5 + 100 * np.cos(np.arange(size) * 2 * np.pi / size))[None, :, None], (size, size, 3)
+    )
     checker = (np.indices((size, size)).sum(axis=0) % 2 * 255)[..., None].repeat(3, axis=2)
     images = np.stack([smooth, checker]).astype(np.uint8)
     share = imageops.high_frequency_share(images)
@@ -665,7 +742,8 @@ def test_histogram_swap_keeps_each_pixels_rank_and_takes_another_images_values()
         assert torch.equal(img.reshape(3, -1).argsort(-1), new.reshape(3, -1).argsort(-1))
         # ... with the sorted values of some image of the batch (its colour statistics)
         assert any(
-            torch.equal(new.reshape(3, -1).sort(-1).values, other.reshape(3, -1).sort(-1).values) for other in x
+            torch.equal(new.reshape(3, -1).sort(-1).values, other.reshape(3, -1).sort(-1).values)
+            for other in x
         )
     assert torch.equal(_swap_histograms(x, 0.0, gen), x)
 
@@ -699,11 +777,15 @@ def test_tiles_cut_each_image_into_its_non_overlapping_squares_in_order():
 
 
 def test_tile_size_larger_than_the_images_is_refused_when_params_load():
-    with pytest.raises(ConfigError, match="evaluation.tile_size"):  # parse_params, as load_params does
+    with pytest.raises(
+        ConfigError, match="evaluation.tile_size"
+    ):  # parse_params, as load_params does
         tiny_params(tile_size=64)
 
 
-def test_tiled_evaluation_scores_every_tile_and_keeps_whole_images_in_the_grid(tmp_path: Path, bench):
+def test_tiled_evaluation_scores_every_tile_and_keeps_whole_images_in_the_grid(
+    tmp_path: Path, bench
+):
     _, data, _, _ = bench
     params = tiny_params(tile_size=16)
     clf = train_style_classifier(params, data, tmp_path / "clf")
@@ -717,7 +799,9 @@ def test_tiled_evaluation_scores_every_tile_and_keeps_whole_images_in_the_grid(t
         return images.copy()
 
     out = tmp_path / "photo-inkwash"
-    evaluate_pair(params, Pair("photo", "inkwash"), data, None, Path(clf["classifier"]), out, translate=spy)
+    evaluate_pair(
+        params, Pair("photo", "inkwash"), data, None, Path(clf["classifier"]), out, translate=spy
+    )
     m = json.loads((out / "metrics.json").read_text())
     assert seen == [(12, SIZE, SIZE, 3)]  # the GAN translated whole images
     assert m["tile_size"] == 16
@@ -744,7 +828,13 @@ def test_without_a_truth_the_damaged_source_is_scored_as_a_control(tmp_path: Pat
     write_manifest(df, real)
     out = tmp_path / "eval"
     result = evaluate_pair(
-        params, Pair("photo", "inkwash"), real, None, clf_path, out, translate=module_translator(_blur_generator())
+        params,
+        Pair("photo", "inkwash"),
+        real,
+        None,
+        clf_path,
+        out,
+        translate=module_translator(_blur_generator()),
     )
     assert result["ground_truth"] is False
     m = json.loads((out / "metrics.json").read_text())
@@ -754,7 +844,9 @@ def test_without_a_truth_the_damaged_source_is_scored_as_a_control(tmp_path: Pat
     assert "gt_ssim" not in noise
     assert noise["content_ssim"] < 0.9 and blur["content_ssim"] < 0.99
     # damage is not a transfer into ink wash: far below the true renderings' gain on this data
-    assert noise["kid_classifier_relative_gain"] < 0.5 and blur["kid_classifier_relative_gain"] < 0.5
+    assert (
+        noise["kid_classifier_relative_gain"] < 0.5 and blur["kid_classifier_relative_gain"] < 0.5
+    )
 
 
 def test_damage_augment_blurs_or_noises_a_share_of_images_and_zero_changes_nothing():
@@ -764,11 +856,17 @@ def test_damage_augment_blurs_or_noises_a_share_of_images_and_zero_changes_nothi
     gen = torch.Generator().manual_seed(0)
     assert _damage(x, 0.0, gen) is x
     state = gen.get_state()
-    assert torch.equal(gen.get_state(), state)  # p = 0 draws nothing: the default classifier is unchanged
+    assert torch.equal(
+        gen.get_state(), state
+    )  # p = 0 draws nothing: the default classifier is unchanged
     out = _damage(x, 1.0, gen)
     assert out.shape == x.shape and out.min() >= -1.0 and out.max() <= 1.0
-    hf_in = imageops.high_frequency_share(((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
-    hf_out = imageops.high_frequency_share(((out + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    hf_in = imageops.high_frequency_share(
+        ((x + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    )
+    hf_out = imageops.high_frequency_share(
+        ((out + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    )
     smoother, noisier = hf_out < hf_in * 0.8, hf_out > hf_in * 1.2
     assert (smoother | noisier).all()  # every image is damaged one way or the other
     assert smoother.any() and noisier.any()

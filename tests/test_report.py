@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
-from test_analysis import STYLES4, culture_dict, distinct_matrix, fake_record, params
+from test_analysis import STYLES4, culture_dict, distinct_matrix, fake_record, params, with_members
 
 from culturegan.config import Pair, Params, TrackingConfig
 from culturegan.evaluation.analysis import analyze_records, write_analysis
@@ -426,3 +426,42 @@ def test_the_stage_without_metrics_files_is_a_source_error(tmp_path: Path):
         write_analysis(
             Params(), tmp_path, tmp_path / "culture.json", None, tmp_path / "runs", tmp_path / "out"
         )
+
+
+def test_an_ensemble_classifier_gets_a_table_of_the_verdict_per_run(tmp_path: Path):
+    records = [
+        with_members(fake_record("photo-ukiyoe", 0, 0.5), [0.6, 0.7], [0.4, 0.5]),
+        with_members(fake_record("ukiyoe-photo", 0, 0.5), [0.3, 0.5], [0.4, 0.4]),
+    ]
+    analysis = analyze_records(
+        params(), records, culture_dict(STYLES4, distinct_matrix(4)), tmp_path
+    )
+    html = render_report(analysis, tmp_path).read_text(encoding="utf-8")
+    table = {t["attrs"].get("id"): t for t in parse(html).tables}["classifier-runs-table"]
+    assert [c["text"] for c in table["head"][0]] == [
+        "directed pair",
+        "seed 7",
+        "seed 8",
+        "mean",
+        "sd",
+        "wins",
+        "verdict",
+    ]
+    rows = [[c["text"] for c in row] for row in table["body"]]
+    assert rows[0][:3] == ["photo-ukiyoe", "+0.200", "+0.200"] and rows[0][5:] == [
+        "2/2",
+        "won in every run",
+    ]
+    assert rows[1][:3] == ["ukiyoe-photo", "-0.100", "+0.100"] and rows[1][5:] == [
+        "1/2",
+        "depends on the run",
+    ]
+    assert "GAN wins per run: <b>1, 2</b> of 2 directed pairs" in html
+    # without an ensemble the section is left out
+    plain = analyze_records(
+        params(),
+        [fake_record("photo-ukiyoe", 0, 0.5)],
+        culture_dict(STYLES4, distinct_matrix(4)),
+        tmp_path / "p",
+    )
+    assert "classifier-runs" not in render_report(plain, tmp_path / "p").read_text(encoding="utf-8")

@@ -22,6 +22,7 @@ from culturegan.errors import SourceError
 from culturegan.evaluation import tables
 from culturegan.evaluation.findings import (
     caveats,
+    classifier_run_findings,
     honest_sentence,
     study_findings,
     validity_findings,
@@ -212,6 +213,7 @@ def analyze_records(
     from culturegan.evaluation.validity import metric_validity
 
     validity = metric_validity(records, MEASURES, measures_of, CONTENT_MEASURES, cfg.primary_metric)
+    runs = tables.classifier_runs(records)
     tidy = tables.tidy_rows(records)
     tables.write_tidy(tidy, out_dir / TIDY_CSV)
     analysis = {
@@ -221,7 +223,8 @@ def analyze_records(
         "summary": {
             "sentence": sentence,
             "findings": validity_findings(validity, cfg)
-            + study_findings(pairs, design, asym, difficulty, cfg),
+            + study_findings(pairs, design, asym, difficulty, cfg)
+            + classifier_run_findings(runs),
         },
         "config": cfg.model_dump(mode="json"),
         "primary_metric": cfg.primary_metric,
@@ -242,6 +245,7 @@ def analyze_records(
         },
         "pairs": pairs,
         "metric_validity": validity,
+        "classifier_runs": runs,
         "correlations": correlations,
         "primary_correlation": primary,
         "within_target": within,

@@ -6,6 +6,7 @@ so it is about these styles (Inception's ImageNet classes are not; RESEARCH.md).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -95,6 +96,14 @@ class StyleClassifier:
     input_size: int
     batch_size: int = 64
     name: str = "classifier"
+    seeds: list[int] | None = None  # the members' training seeds, when known
+
+    def member_columns(self) -> list[slice]:
+        """Each member's columns in `features`: its own feature space. Empty for a single net."""
+        if len(self.nets) < 2:
+            return []
+        ends = np.cumsum([0] + [net.head.in_features for net in self.nets])
+        return [slice(int(a), int(b)) for a, b in itertools.pairwise(ends)]
 
     @torch.no_grad()
     def _run(self, images: np.ndarray, head: bool) -> np.ndarray:
@@ -295,7 +304,9 @@ def load_classifier(path: Path, batch_size: int = 64) -> StyleClassifier:
         raise CheckpointError(
             f"{path} is not a readable style classifier: {err}", hint=hint
         ) from None
-    return StyleClassifier(nets, list(ckpt["styles"]), cfg.input_size, batch_size)
+    seed = ckpt.get("seed")
+    seeds = [int(seed) + k for k in range(len(nets))] if isinstance(seed, int) else None
+    return StyleClassifier(nets, list(ckpt["styles"]), cfg.input_size, batch_size, seeds=seeds)
 
 
 def _train_net(

@@ -197,15 +197,38 @@ def evaluate_pair(
     target_hf = float(imageops.high_frequency_share(tgt_t).mean())
     reference["target_real"]["hf_share"] = target_hf
 
+    # An ensemble classifier: each member's columns of the classifier space are also scored alone,
+    # so the analysis can show how a verdict varies with the classifier's training run.
+    member_cols = classifier.member_columns()
+
+    def member_identity(ref_feats: np.ndarray) -> list[float]:
+        """KID(source, reference) in each member's space: the gap a relative gain is taken of."""
+        src_feats = source_feats["classifier"]
+        return [metrics.kid(src_feats[:, c], ref_feats[:, c], **kid_args)[0] for c in member_cols]
+
+    member_gains: dict[str, dict[str, list[float | None]]] = {"methods": {}, "controls": {}}
+
     def score(
-        out: np.ndarray, inputs: np.ndarray, against: dict[str, Any], truth: tuple[np.ndarray, np.ndarray] | None
+        out: np.ndarray,
+        inputs: np.ndarray,
+        against: dict[str, Any],
+        truth: tuple[np.ndarray, np.ndarray] | None,
+        member_out: list[float | None] | None = None,
     ) -> dict[str, Any]:
-        """Every metric of one output set. `against`: the distribution reference per space;
-        `truth`: (indices into `out`, the true renderings of those outputs' scenes)."""
+        """Every metric of one output set. `against`: the distribution reference per space, and
+        under "members" each ensemble member's KID(source, reference); `truth`: (indices into
+        `out`, the true renderings of those outputs' scenes); `member_out`: filled with each
+        ensemble member's relative KID gain."""
         record: dict[str, Any] = {"n_images": len(out)}
         for space, fn in spaces.items():
             ref_feats, ref_identity = against[space]
-            record.update(metrics.distribution_metrics(space, fn(out), ref_feats, ref_identity, **kid_args))
+            feats = fn(out)
+            record.update(metrics.distribution_metrics(space, feats, ref_feats, ref_identity, **kid_args))
+            if space == "classifier" and member_out is not None:
+                member_out[:] = [
+                    metrics.relative_gain(metrics.kid(feats[:, c], ref_feats[:, c], **kid_args)[0], ident)
+                    for c, ident in zip(member_cols, against["members"], strict=True)
+                ]
         proba = classifier.predict_proba(out)
         record["style_accuracy"] = metrics.style_accuracy(proba, target_index)
         record["target_probability"] = float(proba[:, target_index].mean())
@@ -215,7 +238,8 @@ def evaluate_pair(
             record.update(metrics.ground_truth_metrics(out[truth[0]], truth[1], cfg.hist_bins))
         return record
 
-    test_ref = {space: (target_feats[space], kid_identity[space]) for space in spaces}
+    test_ref: dict[str, Any] = {space: (target_feats[space], kid_identity[space]) for space in spaces}
+    test_ref["members"] = member_identity(target_feats["classifier"])
     records: dict[str, dict[str, Any]] = {}
     outputs: dict[str, np.ndarray] = {}
     for name, method in methods.items():
@@ -230,7 +254,10 @@ def evaluate_pair(
         truth = None
         if aligned is not None:
             truth = (tile_index(aligned[0]), tgt_t[tile_index(aligned[1])])
-        record = score(tiled(out), src_t, test_ref, truth)
+        gains: list[float | None] = []
+        record = score(tiled(out), src_t, test_ref, truth, gains)
+        if member_cols:
+            member_gains["methods"][name] = gains
         record["seconds"] = round(seconds, 3)
         records[name] = record
         log.info(
@@ -248,20 +275,30 @@ def evaluate_pair(
         # reference, since the truth IS the test reference and would match it trivially. The
         # truth's own content scores are the ceiling a transfer into this style can reach.
         ia, ib = aligned
-        train_ref = {}
+        train_ref: dict[str, Any] = {}
         for space, fn in spaces.items():
             ref_feats = fn(refs_t)
             train_ref[space] = (ref_feats, metrics.kid(source_feats[space], ref_feats, **kid_args)[0])
+        train_ref["members"] = member_identity(train_ref["classifier"][0])
         src_a, truth_a = tiled(src.images[ia]), tiled(tgt.images[ib])
-        for name, out in control_outputs(src.images[ia], tgt.images[ib], refs.images, params.seed).items():
-            controls[name] = score(tiled(out), src_a, train_ref, (np.arange(len(src_a)), truth_a))
+        control_refs = train_ref
+        pending = control_outputs(src.images[ia], tgt.images[ib], refs.images, params.seed)
+        control_truth: tuple[np.ndarray, np.ndarray] | None = (np.arange(len(src_a)), truth_a)
+        control_inputs = src_a
     else:
         # Real data has no truth, but two outputs that are certainly not style transfers still
         # test the metrics: the source with noise and the source blurred, scored like the methods.
         # A quality metric that rates them near a GAN's score cannot tell that GAN's transfer from
         # damage to the source (the validity question of RESEARCH.md, trap 7, without a truth).
-        for name, out in source_controls(src.images, params.seed).items():
-            controls[name] = score(tiled(out), src_t, test_ref, None)
+        control_refs = test_ref
+        pending = source_controls(src.images, params.seed)
+        control_truth = None
+        control_inputs = src_t
+    for name, out in pending.items():
+        gains = []
+        controls[name] = score(tiled(out), control_inputs, control_refs, control_truth, gains)
+        if member_cols:
+            member_gains["controls"][name] = gains
 
     result = {
         "pair": str(pair),
@@ -286,6 +323,14 @@ def evaluate_pair(
         "classifier": str(classifier_path),
         "seconds": round(time.perf_counter() - start, 3),
     }
+    if member_cols:
+        result["classifier_members"] = {
+            "seeds": classifier.seeds,
+            "measure": "kid_classifier_relative_gain",
+            "note": "each ensemble member's relative KID gain in its own feature space (its columns "
+            "of the classifier space), against the same references as the methods and controls",
+            **member_gains,
+        }
     atomic_write_text(out_dir / METRICS_FILE, json.dumps(result, indent=2) + "\n")
     _write_grid(
         out_dir / GRID_FILE, src.images, outputs, tgt.images, aligned, source, target, cfg.grid_rows

@@ -192,3 +192,32 @@ def study_findings(
             "target difficulty."
         )
     return lines
+
+
+def classifier_run_findings(runs: dict[str, Any] | None) -> list[str]:
+    """The GAN-vs-baselines verdict across the style classifier's training runs (an ensemble's
+    members, each on its own): how many directed pairs it wins in the worst and best run, and
+    which pairs hold in every run."""
+    if not runs:
+        return []
+    label = MEASURES[runs["measure"]]["label"]
+    lo, hi, n = runs["wins_min"], runs["wins_max"], runs["n_pairs"]
+    span = f"{lo}" if lo == hi else f"{lo} to {hi} (median {runs['wins_median']:g})"
+    line = (
+        f"Across {runs['members']} training runs of the style classifier (seeds "
+        f"{', '.join(str(s) for s in runs['seeds'])}), each its own feature space, the GAN beats the "
+        f"best baseline on {label} in {span} of {n} directed pair{'s' if n != 1 else ''}."
+    )
+    parts = []
+    for key, what in (
+        ("won_in_every_run", "won in every run"),
+        ("lost_in_every_run", "lost in every run"),
+        ("depends_on_the_run", "won or lost depending on the run"),
+    ):
+        if runs[key]:
+            parts.append(f"{what}: {', '.join(runs[key])}")
+    if parts:
+        line += " " + "; ".join(parts) + "."
+    if runs["depends_on_the_run"]:
+        line += " A verdict that flips with the classifier's training run is not a finding."
+    return [line]

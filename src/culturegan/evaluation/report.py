@@ -252,6 +252,39 @@ def _classifier_view(clf: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def _classifier_runs_view(runs: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not runs:
+        return None
+    rows = []
+    for r in runs["pairs"]:
+        cells = [
+            {
+                "text": "\u2014" if m is None else f"{m:+.3f}",
+                "cls": "" if m is None else ("good" if m > 0 else "bad"),
+                "rival": rival or "-",
+            }
+            for m, rival in zip(r["margins"], r["best_baselines"], strict=True)
+        ]
+        rows.append(
+            {
+                "pair": r["pair"],
+                "cells": cells,
+                "mean": fmt(r["mean"], 3),
+                "sd": fmt(r["sd"], 3),
+                "wins": f"{r['wins']}/{r['runs']}",
+                "verdict": r["verdict"] or "-",
+            }
+        )
+    return {
+        "label": MEASURES[runs["measure"]]["label"],
+        "members": runs["members"],
+        "seeds": runs["seeds"],
+        "n_pairs": runs["n_pairs"],
+        "wins": runs["wins_per_member"],
+        "rows": rows,
+    }
+
+
 def _run_rows(analysis: dict[str, Any]) -> list[dict[str, str | None]]:
     """One row per (directed pair, training run), then the runs no evaluated pair came from."""
     rows: list[dict[str, str | None]] = []
@@ -316,6 +349,7 @@ def render_report(
         "difficulty": analysis.get("target_difficulty") or {"per_target": [], "per_source": []},
         "asym_rows": _asym_view(analysis.get("asymmetry") or [], measure),
         "classifier": _classifier_view(analysis.get("classifier")),
+        "runs": _classifier_runs_view(analysis.get("classifier_runs")),
         "run_rows": _run_rows(analysis),
         "params_yaml": yaml.safe_dump(
             analysis.get("params") or {}, sort_keys=False, allow_unicode=True

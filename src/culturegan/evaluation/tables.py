@@ -346,3 +346,98 @@ def write_tidy(rows: list[dict[str, Any]], path: Path) -> None:
     columns = ["pair", "source", "target", "seed", "method", "metric", "kind", "space", "value"]
     with atomic_path(path) as tmp:
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
+
+
+def classifier_runs(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The GAN-vs-best-baseline verdict on relative KID gain in each style classifier of an
+    ensemble (evaluation.classifier.ensemble > 1), each member's feature space on its own.
+
+    On few real images a verdict can flip with the classifier's training run alone (docs/quality.md,
+    "Real art"); this says which directed pairs are won in every run, lost in every run, or split.
+    Per pair and member the margin is the GAN's gain minus the best other method's (means over
+    training seeds, as the pair tables do). None when the records carry no per-member scores.
+    """
+    blocks = [(r, r.get("classifier_members")) for r in records]
+    if not any(isinstance(b, dict) for _, b in blocks):
+        return None
+    sizes = set()
+    for r, b in blocks:
+        gains = (b or {}).get("methods") if isinstance(b, dict) else None
+        if not isinstance(gains, dict) or GAN not in gains:
+            raise SourceError(
+                f"metrics of pair {r['pair']!r} seed {r['seed']} have no per-classifier GAN scores "
+                "while others have them",
+                hint="re-run the evaluate stage of every pair with the same classifier",
+            )
+        sizes.add(len(gains[GAN]))
+    if len(sizes) != 1:
+        raise SourceError(
+            f"metrics were scored with ensembles of different sizes {sorted(sizes)}",
+            hint="re-run the evaluate stage of every pair with the same classifier",
+        )
+    n = sizes.pop()
+    seeds = blocks[0][1].get("seeds") or list(range(n))
+
+    by_pair: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    ends: dict[str, tuple[str, str]] = {}
+    for r, b in blocks:
+        by_pair[r["pair"]].append(b["methods"])
+        ends[r["pair"]] = (r["source"], r["target"])
+    rows = []
+    for pair in sorted(by_pair, key=ends.__getitem__):  # the order of the pair tables (pair_sort_key)
+        group = by_pair[pair]
+        methods = list(dict.fromkeys(m for g in group for m in g))
+
+        def mean_gain(method: str, k: int, group: list[dict[str, Any]] = group) -> float | None:
+            vals = [v for g in group if (v := finite((g.get(method) or [None] * n)[k])) is not None]
+            return float(np.mean(vals)) if vals else None
+
+        margins: list[float | None] = []
+        rivals: list[str | None] = []
+        for k in range(n):
+            gan = mean_gain(GAN, k)
+            scored = [(m, v) for m in methods if m != GAN and (v := mean_gain(m, k)) is not None]
+            if gan is None or not scored:
+                margins.append(None)
+                rivals.append(None)
+                continue
+            rival, value = max(scored, key=lambda t: t[1])
+            margins.append(gan - value)
+            rivals.append(rival)
+        known = [m for m in margins if m is not None]
+        wins = sum(m > 0 for m in known)
+        rows.append(
+            {
+                "pair": pair,
+                "margins": margins,
+                "best_baselines": rivals,
+                "wins": wins,
+                "runs": len(known),
+                "mean": float(np.mean(known)) if known else None,
+                "sd": float(np.std(known, ddof=1)) if len(known) > 1 else None,
+                "verdict": None
+                if not known
+                else "won in every run"
+                if wins == len(known)
+                else "lost in every run"
+                if wins == 0
+                else "depends on the run",
+            }
+        )
+    per_member = [
+        sum(1 for row in rows if row["margins"][k] is not None and row["margins"][k] > 0) for k in range(n)
+    ]
+    return {
+        "measure": "kid_gain",
+        "members": n,
+        "seeds": seeds,
+        "n_pairs": len(rows),
+        "wins_per_member": per_member,
+        "wins_min": min(per_member),
+        "wins_median": float(np.median(per_member)),
+        "wins_max": max(per_member),
+        "pairs": rows,
+        "won_in_every_run": [r["pair"] for r in rows if r["verdict"] == "won in every run"],
+        "lost_in_every_run": [r["pair"] for r in rows if r["verdict"] == "lost in every run"],
+        "depends_on_the_run": [r["pair"] for r in rows if r["verdict"] == "depends on the run"],
+    }
