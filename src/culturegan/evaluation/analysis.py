@@ -375,6 +375,10 @@ def write_analysis(
     index = render_report(analysis, out_dir)
     primary = analysis["primary_correlation"] or {}
     perm = primary.get("permutation") or {}
+    margins = [
+        m["value"] for p in analysis["pairs"] if (m := p["margin"].get(analysis["primary_metric"])) is not None
+    ]
+    runs = analysis.get("classifier_runs") or {}
     return {
         "report": str(index),
         "analysis": str(Path(out_dir) / ANALYSIS_JSON),
@@ -385,4 +389,9 @@ def write_analysis(
         "p": perm.get("p"),
         "p_min": perm.get("p_min"),
         "sentence": analysis["summary"]["sentence"],
+        # directed pairs where the GAN beats the best baseline on the primary measure, of those scored
+        "gan_wins": sum(v > 0 for v in margins),
+        "gan_pairs_scored": len(margins),
+        # the same count for relative KID gain in each classifier run (ensemble > 1), else null
+        "gan_wins_per_classifier_run": runs.get("wins_per_member"),
     }
