@@ -301,3 +301,18 @@ def test_prepare_seed_changes_every_image_but_keeps_names(tmp_path: Path) -> Non
     da, db = read_manifest(Path(a["manifest"]).parent), read_manifest(Path(b["manifest"]).parent)
     assert list(da["path"]) == list(db["path"])
     assert not set(da["sha256"]) & set(db["sha256"])
+
+
+def test_worker_count_follows_the_cpu_affinity_not_the_machine_core_count(monkeypatch):
+    """data.workers 0 means one worker per CPU this process may use (a container's limit),
+    for rendering and ingest alike; os.cpu_count() only where there is no affinity mask."""
+    import os
+
+    from culturegan import cpus
+    from culturegan.data.ingest_workers import pool_size
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert cpus.usable_cpus() == 1 and pool_size(0) == 1 and pool_size(5) == 5
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert cpus.usable_cpus() == 64

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import tempfile
 import time
@@ -11,6 +10,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from culturegan.cpus import usable_cpus
 
 
 def cpu_info() -> dict[str, Any]:
@@ -23,10 +24,7 @@ def cpu_info() -> dict[str, Any]:
             )
     except OSError:
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    usable = usable_cpus()
     return {
         "model": model,
         "machine": platform.machine(),

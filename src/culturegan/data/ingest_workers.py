@@ -19,6 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageFile
 
+from culturegan.cpus import usable_cpus
 from culturegan.data.journal import compact_journal, journal_line, read_journal
 from culturegan.data.layout import split_by_hash
 from culturegan.data.manifest import Reason, intensity_std, phash
@@ -180,12 +181,7 @@ def _png_exists(opts: WorkerOpts, rel: str) -> bool:
 
 
 def pool_size(workers: int) -> int:
-    if workers:
-        return workers
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return workers or usable_cpus()
 
 
 def _run(tasks: list[tuple[Any, ...]], opts: WorkerOpts, workers: int) -> Iterator[dict[str, Any]]:

@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import multiprocessing
-import os
 import time
 import zlib
 from collections.abc import Callable
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from culturegan.config import Params
+from culturegan.cpus import usable_cpus
 from culturegan.data.manifest import (
     ManifestRow,
     intensity_std,
@@ -152,7 +152,7 @@ def prepare_synthetic(params: Params, root: Path) -> dict[str, Any]:
     scenes = [(i, "train") for i in range(cfg.train_scenes)]
     scenes += [(cfg.train_scenes + i, "test") for i in range(cfg.test_scenes)]
 
-    workers = params.data.workers or os.cpu_count() or 1
+    workers = params.data.workers or usable_cpus()
     n_chunks = min(len(scenes), max(1, workers * 4))
     chunks = [scenes[k::n_chunks] for k in range(n_chunks)]
     jobs = [(params.seed, chunk, styles, size, str(root)) for chunk in chunks]
