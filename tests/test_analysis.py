@@ -388,7 +388,8 @@ def test_the_verdict_is_reported_per_classifier_run_with_pairs_won_lost_or_split
     finding = a["summary"]["findings"][-1]
     assert "Across 3 training runs of the style classifier (seeds 7, 8, 9)" in finding
     assert "in 1 to 2 (median 1) of 3 directed pairs" in finding
-    assert "won or lost depending on the run: ukiyoe-photo" in finding
+    assert "of 3 directed pairs. Won in every run: photo-ukiyoe; lost in every run: photo-inkwash; " in finding
+    assert "won or lost depending on the run: ukiyoe-photo." in finding
 
 
 def test_without_an_ensemble_there_is_no_per_run_verdict_and_a_partial_one_is_an_error(

@@ -456,6 +456,7 @@ def test_an_ensemble_classifier_gets_a_table_of_the_verdict_per_run(tmp_path: Pa
         "1/2",
         "depends on the run",
     ]
+    assert rows[1][3:5] == ["+0.000", "0.141"]  # mean and sd of the two runs' margins
     assert "GAN wins per run: <b>1, 2</b> of 2 directed pairs" in html
     # without an ensemble the section is left out
     plain = analyze_records(

@@ -217,7 +217,8 @@ def classifier_run_findings(runs: dict[str, Any] | None) -> list[str]:
         if runs[key]:
             parts.append(f"{what}: {', '.join(runs[key])}")
     if parts:
-        line += " " + "; ".join(parts) + "."
+        text = "; ".join(parts)
+        line += f" {text[0].upper()}{text[1:]}."
     if runs["depends_on_the_run"]:
         line += " A verdict that flips with the classifier's training run is not a finding."
     return [line]

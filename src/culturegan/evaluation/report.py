@@ -255,11 +255,14 @@ def _classifier_view(clf: dict[str, Any] | None) -> dict[str, Any] | None:
 def _classifier_runs_view(runs: dict[str, Any] | None) -> dict[str, Any] | None:
     if not runs:
         return None
+    def signed(x: float | None) -> str:
+        return "\u2014" if x is None else f"{round(x, 3) or 0.0:+.3f}"  # no "-0.000"
+
     rows = []
     for r in runs["pairs"]:
         cells = [
             {
-                "text": "\u2014" if m is None else f"{m:+.3f}",
+                "text": signed(m),
                 "cls": "" if m is None else ("good" if m > 0 else "bad"),
                 "rival": rival or "-",
             }
@@ -269,8 +272,8 @@ def _classifier_runs_view(runs: dict[str, Any] | None) -> dict[str, Any] | None:
             {
                 "pair": r["pair"],
                 "cells": cells,
-                "mean": fmt(r["mean"], 3),
-                "sd": fmt(r["sd"], 3),
+                "mean": signed(r["mean"]),
+                "sd": "\u2014" if r["sd"] is None else f"{r['sd']:.3f}",
                 "wins": f"{r['wins']}/{r['runs']}",
                 "verdict": r["verdict"] or "-",
             }
