@@ -385,11 +385,43 @@ def test_the_verdict_is_reported_per_classifier_run_with_pairs_won_lost_or_split
     assert runs["won_in_every_run"] == ["photo-ukiyoe"]
     assert runs["lost_in_every_run"] == ["photo-inkwash"]
     assert runs["depends_on_the_run"] == ["ukiyoe-photo"]
-    finding = a["summary"]["findings"][-1]
+    finding = next(f for f in a["summary"]["findings"] if f.startswith("Across"))
     assert "Across 3 training runs of the style classifier (seeds 7, 8, 9)" in finding
     assert "in 1 to 2 (median 1) of 3 directed pairs" in finding
-    assert "of 3 directed pairs. Won in every run: photo-ukiyoe; lost in every run: photo-inkwash; " in finding
+    assert (
+        "of 3 directed pairs. Won in every run: photo-ukiyoe; lost in every run: photo-inkwash; "
+        in finding
+    )
     assert "won or lost depending on the run: ukiyoe-photo." in finding
+
+
+def test_the_correlation_with_distance_is_given_per_classifier_run_and_a_flipping_sign_is_said(
+    tmp_path: Path,
+):
+    """Each classifier run's Spearman rho between the GAN's gain and the combined distance: here
+    run 0 ranks the pairs exactly as the distance, run 1 exactly reversed."""
+    matrix = distinct_matrix(4)
+    pairs = [(i, j) for i, j in all_pairs(STYLES4) if i < j]  # distinct distances: no ties
+    dist = [matrix[i, j] for i, j in pairs]
+    order = np.argsort(np.argsort(dist)) / 10  # 0 .. 0.4, rising with the distance
+    records = [
+        with_members(
+            fake_record(f"{STYLES4[i]}-{STYLES4[j]}", 0, 0.5), [0.3 + o, 0.7 - o], [0.0, 0.0]
+        )
+        for (i, j), o in zip(pairs, order, strict=True)
+    ]
+    a = _analysis(tmp_path, records, matrix=matrix)
+    assert a["classifier_runs"]["rho_per_member"] == pytest.approx([1.0, -1.0])
+    rows = {r["pair"]: r for r in a["classifier_runs"]["pairs"]}
+    assert rows["impressionist-inkwash"]["gan_gains"] == pytest.approx(
+        [0.3 + order[0], 0.7 - order[0]]
+    )
+    finding = a["summary"]["findings"][-1]
+    assert finding.startswith(
+        "Spearman's ρ between the GAN's relative KID gain and the combined cultural"
+    )
+    assert "distance ranges from -1.00 to +1.00 over the 2 classifier runs:" in finding
+    assert finding.endswith("its sign depends on the classifier's training run.")
 
 
 def test_without_an_ensemble_there_is_no_per_run_verdict_and_a_partial_one_is_an_error(

@@ -213,7 +213,7 @@ def analyze_records(
     from culturegan.evaluation.validity import metric_validity
 
     validity = metric_validity(records, MEASURES, measures_of, CONTENT_MEASURES, cfg.primary_metric)
-    runs = tables.classifier_runs(records)
+    runs = tables.classifier_runs(records, {p["pair"]: p["distance"].get(COMBINED) for p in pairs})
     tidy = tables.tidy_rows(records)
     tables.write_tidy(tidy, out_dir / TIDY_CSV)
     analysis = {

@@ -221,4 +221,21 @@ def classifier_run_findings(runs: dict[str, Any] | None) -> list[str]:
         line += f" {text[0].upper()}{text[1:]}."
     if runs["depends_on_the_run"]:
         line += " A verdict that flips with the classifier's training run is not a finding."
-    return [line]
+    lines = [line]
+    all_rhos = runs.get("rho_per_member") or []
+    rhos = [r for r in all_rhos if r is not None]
+    if rhos:
+        lo_r, hi_r = min(rhos), max(rhos)
+        runs_text = f"{len(rhos)} classifier run{'s' if len(rhos) != 1 else ''}"
+        span_r = (
+            f"is {lo_r:+.2f} in each of the {runs_text}"
+            if lo_r == hi_r
+            else f"ranges from {lo_r:+.2f} to {hi_r:+.2f} over the {runs_text}"
+        )
+        missing = len(all_rhos) - len(rhos)
+        lines.append(
+            f"Spearman's ρ between the GAN's {label} and the combined cultural distance {span_r}"
+            + (f" ({missing} without an estimate)" if missing else "")
+            + (": its sign depends on the classifier's training run." if lo_r < 0 < hi_r else ".")
+        )
+    return lines

@@ -285,6 +285,7 @@ def _classifier_runs_view(runs: dict[str, Any] | None) -> dict[str, Any] | None:
         "n_pairs": runs["n_pairs"],
         "wins": runs["wins_per_member"],
         "rows": rows,
+        "rhos": [signed(r) for r in runs.get("rho_per_member") or []],
     }
 
 

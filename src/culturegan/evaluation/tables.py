@@ -23,7 +23,7 @@ from culturegan.evaluation.measures import (
     metric_info,
     ordered_columns,
 )
-from culturegan.evaluation.stats import MIN_PAIRS, correlate, summary
+from culturegan.evaluation.stats import MIN_PAIRS, correlate, spearman, summary
 from culturegan.fileio import atomic_path
 
 
@@ -348,14 +348,18 @@ def write_tidy(rows: list[dict[str, Any]], path: Path) -> None:
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
 
 
-def classifier_runs(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+def classifier_runs(
+    records: list[dict[str, Any]], distances: dict[str, float | None] | None = None
+) -> dict[str, Any] | None:
     """The GAN-vs-best-baseline verdict on relative KID gain in each style classifier of an
     ensemble (evaluation.classifier.ensemble > 1), each member's feature space on its own.
 
     On few real images a verdict can flip with the classifier's training run alone (docs/quality.md,
     "Real art"); this says which directed pairs are won in every run, lost in every run, or split.
     Per pair and member the margin is the GAN's gain minus the best other method's (means over
-    training seeds, as the pair tables do). None when the records carry no per-member scores.
+    training seeds, as the pair tables do). With `distances` (pair -> combined cultural distance)
+    each member's Spearman rho between the GAN's gain and the distance is added: the study's
+    answer, run by run. None when the records carry no per-member scores.
     """
     blocks = [(r, r.get("classifier_members")) for r in records]
     if not any(isinstance(b, dict) for _, b in blocks):
@@ -394,8 +398,10 @@ def classifier_runs(records: list[dict[str, Any]]) -> dict[str, Any] | None:
 
         margins: list[float | None] = []
         rivals: list[str | None] = []
+        gan_gains: list[float | None] = []
         for k in range(n):
             gan = mean_gain(GAN, k)
+            gan_gains.append(gan)
             scored = [(m, v) for m in methods if m != GAN and (v := mean_gain(m, k)) is not None]
             if gan is None or not scored:
                 margins.append(None)
@@ -409,6 +415,7 @@ def classifier_runs(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         rows.append(
             {
                 "pair": pair,
+                "gan_gains": gan_gains,
                 "margins": margins,
                 "best_baselines": rivals,
                 "wins": wins,
@@ -427,6 +434,14 @@ def classifier_runs(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     per_member = [
         sum(1 for row in rows if row["margins"][k] is not None and row["margins"][k] > 0) for k in range(n)
     ]
+    rhos: list[float | None] = []
+    for k in range(n):
+        known = [
+            (row["gan_gains"][k], d)
+            for row in rows
+            if row["gan_gains"][k] is not None and (d := finite((distances or {}).get(row["pair"]))) is not None
+        ]
+        rhos.append(spearman(*zip(*known, strict=True)) if len(known) >= MIN_PAIRS else None)
     return {
         "measure": "kid_gain",
         "members": n,
@@ -437,6 +452,9 @@ def classifier_runs(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         "wins_median": float(np.median(per_member)),
         "wins_max": max(per_member),
         "pairs": rows,
+        # Spearman rho of the GAN's gain against the combined distance, per run (None: too few
+        # pairs with a distance, or a constant)
+        "rho_per_member": rhos,
         "won_in_every_run": [r["pair"] for r in rows if r["verdict"] == "won in every run"],
         "lost_in_every_run": [r["pair"] for r in rows if r["verdict"] == "lost in every run"],
         "depends_on_the_run": [r["pair"] for r in rows if r["verdict"] == "depends on the run"],
