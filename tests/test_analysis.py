@@ -430,6 +430,10 @@ def test_without_an_ensemble_there_is_no_per_run_verdict_and_a_partial_one_is_an
     a = _analysis(tmp_path / "plain", [fake_record("photo-ukiyoe", 0, 0.5)])
     assert a["classifier_runs"] is None
     assert not any("training runs of the style classifier" in f for f in a["summary"]["findings"])
+    # an ensemble, but baselines only (no GAN evaluated): no verdict, and no error
+    only = with_members(fake_record("photo-ukiyoe", 0, 0.5), [0.5, 0.5], [0.1, 0.1])
+    del only["methods"]["gan"], only["classifier_members"]["methods"]["gan"]
+    assert _analysis(tmp_path / "baselines", [only])["classifier_runs"] is None
     mixed = [
         with_members(fake_record("photo-ukiyoe", 0, 0.5), [0.5, 0.5], [0.1, 0.1]),
         fake_record("photo-inkwash", 0, 0.5),

@@ -255,6 +255,7 @@ def _classifier_view(clf: dict[str, Any] | None) -> dict[str, Any] | None:
 def _classifier_runs_view(runs: dict[str, Any] | None) -> dict[str, Any] | None:
     if not runs:
         return None
+
     def signed(x: float | None) -> str:
         return "\u2014" if x is None else f"{round(x, 3) or 0.0:+.3f}"  # no "-0.000"
 

@@ -361,12 +361,15 @@ def classifier_runs(
     each member's Spearman rho between the GAN's gain and the distance is added: the study's
     answer, run by run. None when the records carry no per-member scores.
     """
-    blocks = [(r, r.get("classifier_members")) for r in records]
-    if not any(isinstance(b, dict) for _, b in blocks):
+    if not any(isinstance(r.get("classifier_members"), dict) for r in records):
+        return None
+    # Records without a GAN (baselines-only evaluations) have no verdict to give.
+    blocks = [(r, r.get("classifier_members")) for r in records if GAN in r["methods"]]
+    if not blocks:
         return None
     sizes = set()
     for r, b in blocks:
-        gains = (b or {}).get("methods") if isinstance(b, dict) else None
+        gains = b.get("methods") if isinstance(b, dict) else None
         if not isinstance(gains, dict) or GAN not in gains:
             raise SourceError(
                 f"metrics of pair {r['pair']!r} seed {r['seed']} have no per-classifier GAN scores "
