@@ -396,7 +396,8 @@ def classifier_runs(
         methods = list(dict.fromkeys(m for g in group for m in g))
 
         def mean_gain(method: str, k: int, group: list[dict[str, Any]] = group) -> float | None:
-            vals = [v for g in group if (v := finite((g.get(method) or [None] * n)[k])) is not None]
+            lists = [g.get(method) for g in group]
+            vals = [v for x in lists if isinstance(x, list) and len(x) > k and (v := finite(x[k])) is not None]
             return float(np.mean(vals)) if vals else None
 
         margins: list[float | None] = []
@@ -439,12 +440,12 @@ def classifier_runs(
     ]
     rhos: list[float | None] = []
     for k in range(n):
-        known = [
+        points = [
             (row["gan_gains"][k], d)
             for row in rows
             if row["gan_gains"][k] is not None and (d := finite((distances or {}).get(row["pair"]))) is not None
         ]
-        rhos.append(spearman(*zip(*known, strict=True)) if len(known) >= MIN_PAIRS else None)
+        rhos.append(spearman(*zip(*points, strict=True)) if len(points) >= MIN_PAIRS else None)
     return {
         "measure": "kid_gain",
         "members": n,
