@@ -129,3 +129,15 @@ def test_summary_compares_the_gan_with_every_baseline_and_the_truths_edges():
     row = summarize({"pair": "a-b", "methods": {"gan": gan | {"gt_ssim_coarse": 0.7}, "reinhard": base | coarse,
                      "identity": base | {"gt_ssim_coarse": 0.3}}, "reference": {}, "controls": {}})
     assert row["gan_gt_ssim_coarse"] == 0.7 and row["best_baseline_gt_ssim_coarse"] == ["reinhard", 0.4]
+
+
+def test_summary_gives_the_gans_margin_in_each_classifier_run_of_an_ensemble():
+    gan = {"kid_classifier_relative_gain": 0.6, "content_edge_ssim": 0.3}
+    base = {"kid_classifier_relative_gain": 0.5, "content_edge_ssim": 0.9}
+    members = {"seeds": [0, 1, 2], "methods": {"gan": [0.6, 0.2, None], "reinhard": [0.5, 0.4, 0.1],
+                                               "identity": [0.0, 0.0, 0.0]}}
+    metrics = {"pair": "a-b", "source": "a", "target": "b", "seed": 0, "reference": {}, "controls": {},
+               "methods": {"gan": gan, "reinhard": base, "identity": base}}
+    assert "gan_kid_margin_per_classifier_run" not in summarize(metrics)
+    row = summarize(metrics | {"classifier_members": members})
+    assert row["gan_kid_margin_per_classifier_run"] == pytest.approx([0.1, -0.2, None])

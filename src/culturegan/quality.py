@@ -74,6 +74,14 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
     for name in ("source_noise", "source_blur"):  # real data: damage the metric must not reward
         if name in controls:
             row[f"{name}_kid_gain"] = controls[name].get("kid_classifier_relative_gain")
+    if isinstance(metrics.get("classifier_members"), dict) and gan:
+        # an ensemble classifier: the GAN's margin over the best other method in each member's space
+        from culturegan.evaluation.tables import classifier_runs
+
+        record = {"source": "", "target": "", "seed": 0, **metrics}
+        runs = classifier_runs([record])
+        if runs is not None:
+            row["gan_kid_margin_per_classifier_run"] = runs["pairs"][0]["margins"]
     if gan and truth:
         row["edge_ratio"] = gan["content_edge_ssim"] / truth["content_edge_ssim"]
         row["beats_baselines_gt"] = all(
