@@ -37,6 +37,17 @@ def _flat_numbers(block: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def margin_over_best(
+    gan: float, rivals: list[tuple[str, float]], direction: str
+) -> tuple[float, str]:
+    """(the GAN's margin over the best of `rivals` (name, value), positive when the GAN is better
+    in a metric where `direction` ('higher' or 'lower') is better; that rival's name)."""
+    pick = max if direction == "higher" else min
+    rival, value = pick(rivals, key=lambda t: t[1])
+    sign = 1.0 if direction == "higher" else -1.0
+    return sign * (gan - value), rival
+
+
 def summarize_pair(
     records: list[dict[str, Any]], distances: dict[str, float | None], run_ids: dict[str, str]
 ) -> dict[str, Any]:
@@ -83,10 +94,8 @@ def summarize_pair(
             if gan is None or not rivals:
                 margin[name] = None
                 continue
-            pick = max if info["direction"] == "higher" else min
-            rival, value = pick(rivals, key=lambda t: t[1])
-            sign = 1.0 if info["direction"] == "higher" else -1.0
-            margin[name] = {"value": sign * (gan["mean"] - value), "best_baseline": rival}
+            value, rival = margin_over_best(gan["mean"], rivals, info["direction"])
+            margin[name] = {"value": value, "best_baseline": rival}
     reference: dict[str, list[float]] = defaultdict(list)
     for r in records:
         for k, v in _flat_numbers(r.get("reference") or {}).items():
@@ -411,8 +420,8 @@ def classifier_runs(
                 margins.append(None)
                 rivals.append(None)
                 continue
-            rival, value = max(scored, key=lambda t: t[1])
-            margins.append(gan - value)
+            value, rival = margin_over_best(gan, scored, "higher")
+            margins.append(value)
             rivals.append(rival)
         known = [m for m in margins if m is not None]
         wins = sum(m > 0 for m in known)
