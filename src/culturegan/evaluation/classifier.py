@@ -106,7 +106,8 @@ class StyleClassifier:
         return [slice(int(a), int(b)) for a, b in itertools.pairwise(ends)]
 
     @torch.no_grad()
-    def _run(self, images: np.ndarray, head: bool) -> np.ndarray:
+    def _run(self, images: np.ndarray, head: bool) -> torch.Tensor:
+        """Features (N, members × feature_dim), or each member's softmax (members, N, n_styles)."""
         out = []
         for net in self.nets:
             net.eval()
@@ -114,22 +115,31 @@ class StyleClassifier:
             x = to_input(images[i : i + self.batch_size], self.input_size)
             feats = [net.features(x) for net in self.nets]
             if head:
-                probs = [F.softmax(net.head(f), dim=1) for net, f in zip(self.nets, feats, strict=True)]
-                out.append(torch.stack(probs).mean(0).double().numpy())
+                out.append(torch.stack([F.softmax(net.head(f), dim=1) for net, f in zip(self.nets, feats, strict=True)]))
             else:
-                out.append(torch.cat(feats, dim=1).double().numpy())
-        dim = len(self.styles) if head else sum(net.head.in_features for net in self.nets)
-        return np.concatenate(out) if out else np.zeros((0, dim))
+                out.append(torch.cat(feats, dim=1))
+        if head:
+            return torch.cat(out, dim=1) if out else torch.zeros((len(self.nets), 0, len(self.styles)))
+        return torch.cat(out) if out else torch.zeros((0, sum(net.head.in_features for net in self.nets)))
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(N, members × feature_dim) float64 penultimate-layer features: the 'classifier' space."""
-        return self._run(images, head=False)
+        return self._run(images, head=False).double().numpy()
 
     __call__ = features
 
+    def member_proba(self, images: np.ndarray) -> torch.Tensor:
+        """(members, N, n_styles) float32 softmax probabilities of each member alone."""
+        return self._run(images, head=True)
+
+    @staticmethod
+    def mean_proba(member_proba: torch.Tensor) -> np.ndarray:
+        """The ensemble's (N, n_styles) float64 probabilities from `member_proba`: the members' mean."""
+        return member_proba.mean(0).double().numpy()
+
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, n_styles) softmax probabilities (the members' mean), columns in the order of `styles`."""
-        return self._run(images, head=True)
+        return self.mean_proba(self.member_proba(images))
 
 
 def _augment(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -223,11 +233,10 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
 
     clf = StyleClassifier(nets, styles, cfg.input_size, cfg.batch_size)
     y_true = np.concatenate([np.full(len(t), k) for k, t in enumerate(test)])
-    x_test = np.concatenate(test)
-    y_pred = clf.predict_proba(x_test).argmax(1)
+    members_proba = clf.member_proba(np.concatenate(test))  # one pass of every member
+    y_pred = clf.mean_proba(members_proba).argmax(1)
     member_accuracy = [  # each member alone, when there are several
-        float((StyleClassifier([n], styles, cfg.input_size).predict_proba(x_test).argmax(1) == y_true).mean())
-        for n in (nets if len(nets) > 1 else [])
+        float((proba.argmax(1).numpy() == y_true).mean()) for proba in (members_proba if len(nets) > 1 else [])
     ]
     confusion = _confusion(y_true, y_pred, len(styles))
     per_style = {
