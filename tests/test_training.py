@@ -136,6 +136,9 @@ OBJECTIVES = [
     # the recipe's options: DiffAugment on D's inputs, the residual start, the old upsampling
     ("cyclegan", {"augment": ["translation", "cutout", "color"], "generator": {"residual": True}}),
     ("cut", {"augment": ["translation"], "generator": {"upsample": "transposed"}}),
+    # the R1 penalty on D, alone and through DiffAugment
+    ("cyclegan", {"discriminator": {"r1_gamma": 0.01}}),
+    ("cut", {"discriminator": {"r1_gamma": 0.01}, "augment": ["translation", "cutout"]}),
 ]
 
 
@@ -149,7 +152,7 @@ def test_train_step_returns_finite_losses_and_updates_every_network(objective, e
         "cyclegan": {"g_ab", "g_ba", "cycle_a", "cycle_b", "d_a", "d_b"},
         "cut": {"d", "g_gan", "nce", "nce_idt"},
         "fastcut": {"d", "g_gan", "nce"},
-    }[objective]
+    }[objective] | ({"r1"} if params.train.discriminator.r1_gamma > 0 else set())
     assert expected <= set(losses)
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
     after = _states(nets)
@@ -160,11 +163,13 @@ def test_train_step_returns_finite_losses_and_updates_every_network(objective, e
         assert changed, f"{name} did not change"
 
 
+@pytest.mark.parametrize("r1_gamma", [0.0, 1.0])
 @pytest.mark.parametrize("objective", ["cyclegan", "cut"])
-def test_batched_forward_calls_compute_the_same_update_as_separate_calls(objective):
+def test_batched_forward_calls_compute_the_same_update_as_separate_calls(objective, r1_gamma):
     # The tuned path concatenates inputs into fewer generator/discriminator passes; with
-    # per-image normalisation that must not change the maths.
-    params = tiny_params(objective)
+    # per-image normalisation that must not change the maths, the R1 penalty's included (it
+    # must take the gradient at the real rows of the concatenation only).
+    params = tiny_params(objective, discriminator={"r1_gamma": r1_gamma})
     results = []
     for tuned in (True, False):
         nets, opts, rt = _setup(params, tuned=tuned)
@@ -176,6 +181,43 @@ def test_batched_forward_calls_compute_the_same_update_as_separate_calls(objecti
         assert torch.allclose(s1[k], s2[k], atol=1e-4), k
     for k in l1:
         assert torch.allclose(l1[k], l2[k], atol=1e-5), k
+
+
+def test_r1_penalty_is_the_mean_squared_input_gradient_of_d_at_the_real_rows():
+    params = tiny_params("cyclegan")
+    nets, _, rt = _setup(params)
+    real, fake = _random_batch(n=3)
+    # one image at a time: the squared norm of d(sum of its scores)/d(image), by plain autograd
+    expected = []
+    for image in real:
+        x = image[None].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(nets.d_b(x).sum(), x)
+        expected.append(grad.pow(2).sum())
+    expected = torch.stack(expected).mean()
+    both = torch.cat([real, fake]).requires_grad_(True)
+    scores = nets.d_b(both)
+    penalty = objectives._r1_penalty(scores[:3], both, slice(0, 3), rt)
+    assert torch.allclose(penalty, expected, rtol=1e-5)
+    # and it is differentiable in D's weights (double backward): a gradient reaches every layer's
+    # weights (not the last bias, which shifts every score alike and so moves no input gradient)
+    penalty.backward()
+    weights = [p for name, p in nets.d_b.named_parameters() if name.endswith("weight")]
+    assert weights and all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+
+
+def test_r1_penalty_flattens_d_around_the_real_images():
+    # The same discriminator updates with and without R1: with it, D's input gradient at the
+    # real images ends up smaller (what the penalty is for), while D still ranks real over fake.
+    norms = {}
+    for gamma in (0.0, 10.0):
+        params = tiny_params("cyclegan", lr=1e-3, discriminator={"r1_gamma": gamma})
+        nets, opts, rt = _setup(params)
+        for i in range(15):
+            train_step(_random_batch(n=4, seed=i), nets, opts, params.train, rt)
+        real = _random_batch(n=4, seed=99)[1].requires_grad_(True)
+        (grad,) = torch.autograd.grad(nets.d_b(real).sum(), real)
+        norms[gamma] = grad.pow(2).flatten(1).sum(1).mean().item()
+    assert norms[10.0] < 0.5 * norms[0.0]
 
 
 def test_bf16_autocast_step_gives_finite_losses():

@@ -41,6 +41,12 @@ class DiscriminatorConfig(StrictModel):
     ndf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
     n_layers: int = Field(3, ge=1, le=6, description="stride-2 conv layers (3: 70x70 receptive field)")
     norm: Literal["instance", "batch", "none"] = "instance"
+    r1_gamma: float = Field(
+        0.0,
+        ge=0,
+        description="R1 penalty (Mescheder et al. 2018): gamma/2 times the squared norm of D's gradient"
+        " at real images, added to D's loss; 0: off (the reference code has none)",
+    )
 
 
 class CycleGANConfig(StrictModel):

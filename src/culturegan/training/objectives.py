@@ -127,6 +127,24 @@ def build_optimizers(nets: Nets, cfg: TrainConfig, fast: bool) -> Optimizers:
     )
 
 
+def _r1_input(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """A discriminator input that R1 can differentiate D by: a fresh leaf that requires grad."""
+    return x.detach().requires_grad_(True) if cfg.discriminator.r1_gamma > 0 else x
+
+
+def _r1_penalty(real_scores: torch.Tensor, inputs: torch.Tensor, rows: slice, rt: Runtime) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): the squared norm of D's gradient with respect to its input at
+    real images, mean over images. `inputs` is what D was called on (after DiffAugment), `rows`
+    the real images among them, `real_scores` D's scores of those rows. The gradient graph is kept
+    (double backward), so the penalty trains D to be flat around the real data.
+
+    Under fp16 the gradient is taken of the scaled scores and unscaled, as for the weights.
+    """
+    scale = rt.scaler.get_scale() if rt.scaler is not None else 1.0
+    (grad,) = torch.autograd.grad(real_scores.float().sum() * scale, inputs, create_graph=True)
+    return (grad[rows].float() / scale).pow(2).flatten(1).sum(1).mean()
+
+
 def _l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x.float(), y.float())
 
@@ -189,20 +207,28 @@ def cyclegan_step(
     opts.d.zero_grad(set_to_none=True)
     pooled_b = rt.pool_query("b", fake_b)
     pooled_a = rt.pool_query("a", fake_a)
+    gamma = cfg.discriminator.r1_gamma
     with rt.autocast():
         if rt.batch_calls:
-            out_b = nets.d_b(aug(torch.cat([real_b, pooled_b])))
-            out_a = nets.d_a(aug(torch.cat([real_a, pooled_a])))
-            loss_d_b = (_gan_loss(out_b[:n], True) + _gan_loss(out_b[n:], False)) * 0.5
-            loss_d_a = (_gan_loss(out_a[:n], True) + _gan_loss(out_a[n:], False)) * 0.5
+            in_b = _r1_input(aug(torch.cat([real_b, pooled_b])), cfg)
+            in_a = _r1_input(aug(torch.cat([real_a, pooled_a])), cfg)
+            out_b, out_a = nets.d_b(in_b), nets.d_a(in_a)
+            real_b_scores, real_a_scores, reals = out_b[:n], out_a[:n], slice(0, n)
+            loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(out_b[n:], False)) * 0.5
+            loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(out_a[n:], False)) * 0.5
         else:
-            loss_d_b = (
-                _gan_loss(nets.d_b(aug(real_b)), True) + _gan_loss(nets.d_b(aug(pooled_b)), False)
-            ) * 0.5
-            loss_d_a = (
-                _gan_loss(nets.d_a(aug(real_a)), True) + _gan_loss(nets.d_a(aug(pooled_a)), False)
-            ) * 0.5
-    rt.backward_step(loss_d_a + loss_d_b, opts.d, nets.discriminators)
+            reals = slice(None)
+            in_b = _r1_input(aug(real_b), cfg)
+            real_b_scores = nets.d_b(in_b)
+            loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(nets.d_b(aug(pooled_b)), False)) * 0.5
+            in_a = _r1_input(aug(real_a), cfg)
+            real_a_scores = nets.d_a(in_a)
+            loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(nets.d_a(aug(pooled_a)), False)) * 0.5
+        loss_d = loss_d_a + loss_d_b
+        if gamma > 0:
+            loss_r1 = _r1_penalty(real_b_scores, in_b, reals, rt) + _r1_penalty(real_a_scores, in_a, reals, rt)
+            loss_d = loss_d + 0.5 * gamma * loss_r1
+    rt.backward_step(loss_d, opts.d, nets.discriminators)
     if rt.scaler is not None:
         rt.scaler.update()
     losses = {
@@ -215,6 +241,8 @@ def cyclegan_step(
     }
     if use_idt:
         losses |= {"idt_a": loss_idt_a, "idt_b": loss_idt_b}
+    if gamma > 0:
+        losses["r1"] = loss_r1
     return {k: v.detach() for k, v in losses.items()}
 
 
@@ -265,15 +293,22 @@ def cut_step(
 
     set_requires_grad([nets.d], True)
     opts.d.zero_grad(set_to_none=True)
+    gamma = cfg.discriminator.r1_gamma
     with rt.autocast():
         if rt.batch_calls:
-            out = nets.d(aug(torch.cat([fake_b.detach(), real_b])))
-            loss_d_fake, loss_d_real = _gan_loss(out[:n], False), _gan_loss(out[n:], True)
+            d_in = _r1_input(aug(torch.cat([fake_b.detach(), real_b])), cfg)
+            out = nets.d(d_in)
+            real_scores, reals = out[n:], slice(n, None)
+            loss_d_fake = _gan_loss(out[:n], False)
         else:
             loss_d_fake = _gan_loss(nets.d(aug(fake_b.detach())), False)
-            loss_d_real = _gan_loss(nets.d(aug(real_b)), True)
+            d_in = _r1_input(aug(real_b), cfg)
+            real_scores, reals = nets.d(d_in), slice(None)
+        loss_d_real = _gan_loss(real_scores, True)
         loss_d = (loss_d_fake + loss_d_real) * 0.5
-    rt.backward_step(loss_d, opts.d, [nets.d])
+        if gamma > 0:
+            loss_r1 = _r1_penalty(real_scores, d_in, reals, rt)
+    rt.backward_step(loss_d + 0.5 * gamma * loss_r1 if gamma > 0 else loss_d, opts.d, [nets.d])
 
     set_requires_grad([nets.d], False)
     opts.g.zero_grad(set_to_none=True)
@@ -294,6 +329,8 @@ def cut_step(
             [f[:n] for f in feats_q], [f[:n] for f in feats_real], nets.head, cfg, rt
         )
         losses = {"d": loss_d, "g_gan": loss_g_gan, "nce": loss_nce}
+        if gamma > 0:
+            losses["r1"] = loss_r1
         if use_idt:
             loss_nce_idt = _patch_nce(
                 [f[n:] for f in feats_q], [f[n:] for f in feats_real], nets.head, cfg, rt
