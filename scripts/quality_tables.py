@@ -2,6 +2,9 @@
 
     python scripts/quality_tables.py docs/quality/ablation.jsonl docs/quality/followup.jsonl \
         --plot docs/img/quality_curve.png --cpu-images-per-s 13.3
+    python scripts/quality_tables.py docs/quality/cpu_curve.jsonl docs/quality/r1_curve.jsonl \
+        --plot docs/img/quality_curve.png --labels cpu_default,r1curve --cpu-images-per-s 25 \
+        --names "cpu_default=R1 0,r1curve=R1 0.01"      # the curve in quality.md now
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ def table(rows: list[dict], steps: int | None) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], labels: list[str], path: Path, cpu_ips: float, batch: int) -> None:
+def plot(
+    rows: list[dict], labels: list[str], path: Path, cpu_ips: float, batch: int, names: dict[str, str] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +54,8 @@ def plot(rows: list[dict], labels: list[str], path: Path, cpu_ips: float, batch:
         rs.sort(key=lambda r: r["steps"])
         steps = [r["steps"] for r in rs]
         for ax, key in zip(axes, ("gan_gt_ssim", "gan_hf_ratio", "gan_kid_gain"), strict=True):
-            ax.plot(steps, [r[key] for r in rs], marker="o", label=f"{label} {direction}")
+            name = (names or {}).get(label, label)
+            ax.plot(steps, [r[key] for r in rs], marker="o", label=f"{name} {direction}")
     for ax, title in zip(axes, ("ground-truth SSIM", "high-frequency energy / target's", "KID gain (classifier)"), strict=True):
         ax.set_xscale("log", base=2)
         ax.set_xlabel(f"steps (batch {batch}; 240 steps = {240 * batch / cpu_ips:.0f} s per pair on 2 CPU cores)")
@@ -68,12 +74,14 @@ def main() -> None:
     ap.add_argument("--plot", type=Path)
     ap.add_argument("--labels", default="old,d_ukiyoe,d_ukiyoe_960")
     ap.add_argument("--cpu-images-per-s", type=float, default=13.3)
+    ap.add_argument("--names", default="", help="legend names: label=name,label=name")
     args = ap.parse_args()
     rows = [json.loads(line) for f in args.files for line in f.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "error" not in r]
     print(table(rows, args.steps))
     if args.plot:
-        plot(rows, args.labels.split(","), args.plot, args.cpu_images_per_s, 4)
+        names = dict(item.split("=", 1) for item in args.names.split(",") if item)
+        plot(rows, args.labels.split(","), args.plot, args.cpu_images_per_s, 4, names)
 
 
 if __name__ == "__main__":
