@@ -207,7 +207,7 @@ def test_r1_penalty_is_the_mean_squared_input_gradient_of_d_at_the_real_rows():
 
 def test_r1_penalty_flattens_d_around_the_real_images():
     # The same discriminator updates with and without R1: with it, D's input gradient at the
-    # real images ends up smaller (what the penalty is for), while D still ranks real over fake.
+    # real images ends up smaller (what the penalty is for).
     norms = {}
     for gamma in (0.0, 10.0):
         params = tiny_params("cyclegan", lr=1e-3, discriminator={"r1_gamma": gamma})
