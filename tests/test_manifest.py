@@ -15,6 +15,7 @@ from culturegan.data.manifest import (
     RejectRow,
     intensity_std,
     manifest_frame,
+    manifest_records,
     phash,
     phash_ints,
     read_manifest,
@@ -22,6 +23,7 @@ from culturegan.data.manifest import (
     write_manifest,
     write_rejects,
 )
+from culturegan.errors import SourceError
 
 
 def _picture(seed: int, size: int = 96) -> Image.Image:
@@ -68,6 +70,14 @@ def test_manifest_missing_column_is_refused(tmp_path: Path):
     df = manifest_frame([]).drop(columns=["phash"])
     with pytest.raises(ValueError, match="phash"):
         write_manifest(df, tmp_path)
+
+
+def test_reading_a_folder_without_a_manifest_names_it_and_says_to_prepare(tmp_path: Path):
+    # one check for both readers (pandas for evaluation, pyarrow alone for the trainer)
+    for read in (read_manifest, lambda root: manifest_records(root, ["style"])):
+        with pytest.raises(SourceError, match="manifest.parquet not found") as info:
+            read(tmp_path)
+        assert str(tmp_path) in str(info.value) and "prepare" in info.value.hint
 
 
 def test_rejects_round_trip_with_header_when_empty(tmp_path: Path):

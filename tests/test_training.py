@@ -220,6 +220,29 @@ def test_r1_penalty_flattens_d_around_the_real_images():
     assert norms[10.0] < 0.5 * norms[0.0]
 
 
+@pytest.mark.parametrize("objective", ["cyclegan", "cut"])
+def test_lazy_r1_applies_k_times_the_penalty_on_every_kth_step_and_none_between(objective):
+    # r1_every k: on the last step of each k (step % k == k - 1) the update is exactly that of
+    # R1 at k * gamma on every step; on the other steps exactly that of no R1.
+    def one_step(step: int, gamma: float, every: int):
+        params = tiny_params(objective, discriminator={"r1_gamma": gamma, "r1_every": every})
+        nets, opts, rt = _setup(params)
+        losses = train_step(_random_batch(), nets, opts, params.train, rt, step)
+        return _states(nets), losses
+
+    lazy_on, losses_on = one_step(3, 0.5, 4)
+    eager, losses_eager = one_step(0, 2.0, 1)
+    lazy_off, losses_off = one_step(4, 0.5, 4)
+    none, _ = one_step(0, 0.0, 1)
+    assert "r1" in losses_on and "r1" not in losses_off
+    assert torch.equal(losses_on["r1"], losses_eager["r1"])
+    for k in eager:
+        assert torch.equal(lazy_on[k], eager[k]), k
+        assert torch.equal(lazy_off[k], none[k]), k
+    # and the penalty did change D (else the equalities above would say nothing)
+    assert any(not torch.equal(eager[k], none[k]) for k in eager if k.startswith("d"))
+
+
 def test_bf16_autocast_step_gives_finite_losses():
     params = tiny_params("cyclegan", precision="bf16")
     nets, opts, rt = _setup(params)

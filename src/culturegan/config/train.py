@@ -47,6 +47,13 @@ class DiscriminatorConfig(StrictModel):
         description="R1 penalty (Mescheder et al. 2018): gamma/2 times the squared norm of D's gradient"
         " at real images, added to D's loss; 0: off (the reference code has none)",
     )
+    r1_every: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="lazy R1 (Karras et al. 2020, StyleGAN2): the penalty only on every k-th step,"
+        " weighted k times, so it costs about 1/k as much; 1: every step",
+    )
 
 
 class CycleGANConfig(StrictModel):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from culturegan.errors import SourceError
 from culturegan.fileio import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
@@ -117,10 +118,22 @@ def write_manifest(df: pd.DataFrame, root: Path) -> Path:
     return out
 
 
+def _existing_manifest(root: Path) -> Path:
+    """The manifest of the prepared data folder `root`; a clear error if it has none."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        raise SourceError(
+            f"{path} not found",
+            hint="run the prepare stage first (`dvc repro prepare` or `culturegan prepare`), or point"
+            " data.root in params.yaml at a prepared data folder",
+        )
+    return path
+
+
 def read_manifest(root: Path) -> pd.DataFrame:
     import pandas as pd
 
-    return pd.read_parquet(Path(root) / MANIFEST_NAME)
+    return pd.read_parquet(_existing_manifest(root))
 
 
 def manifest_records(root: Path, columns: Iterable[str]) -> list[dict[str, Any]]:
@@ -128,7 +141,7 @@ def manifest_records(root: Path, columns: Iterable[str]) -> list[dict[str, Any]]
     import pyarrow.parquet as pq
 
     # ParquetFile.read, not read_table: read_table goes through pyarrow.dataset, which imports pandas.
-    with pq.ParquetFile(Path(root) / MANIFEST_NAME) as f:
+    with pq.ParquetFile(_existing_manifest(root)) as f:
         return f.read(columns=list(columns)).to_pylist()
 
 

@@ -44,13 +44,7 @@ def manifest_styles(data_root: Path, split: str = "test") -> list[str]:
 
 
 def _manifest(data_root: Path) -> pd.DataFrame:
-    data_root = Path(data_root)
-    if not (data_root / MANIFEST_NAME).is_file():
-        raise SourceError(
-            f"{data_root / MANIFEST_NAME} not found",
-            hint="run `culturegan prepare` first, or point data.root in params.yaml at a prepared data folder",
-        )
-    return read_manifest(data_root)
+    return read_manifest(Path(data_root))
 
 
 def load_split(data_root: Path, style: str, split: str, limit: int | None = None) -> ImageSet:

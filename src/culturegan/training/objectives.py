@@ -127,9 +127,17 @@ def build_optimizers(nets: Nets, cfg: TrainConfig, fast: bool) -> Optimizers:
     )
 
 
-def _r1_input(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def _r1_gamma(cfg: TrainConfig, step: int) -> float:
+    """The R1 weight at this step: gamma on every step, or, lazily (r1_every k > 1), k * gamma on
+    the last step of every k (steps k-1, 2k-1, ...; so the logged steps at multiples of k carry
+    it) and 0 on the others: the same weight on average for about 1/k of the cost."""
+    k = cfg.discriminator.r1_every
+    return cfg.discriminator.r1_gamma * k if step % k == k - 1 else 0.0
+
+
+def _r1_input(x: torch.Tensor, gamma: float) -> torch.Tensor:
     """A discriminator input that R1 can differentiate D by: a fresh leaf that requires grad."""
-    return x.detach().requires_grad_(True) if cfg.discriminator.r1_gamma > 0 else x
+    return x.detach().requires_grad_(True) if gamma > 0 else x
 
 
 def _r1_penalty(real_scores: torch.Tensor, inputs: torch.Tensor, rows: slice, rt: Runtime) -> torch.Tensor:
@@ -161,8 +169,10 @@ def cyclegan_step(
     opts: Optimizers,
     cfg: TrainConfig,
     rt: Runtime,
+    step: int = 0,
 ) -> dict[str, torch.Tensor]:
     """One CycleGAN update: generators (LSGAN + cycle + identity), then both discriminators.
+    `step` (0-based) schedules the lazy R1 penalty.
 
     Returns the losses as detached 0-dim tensors: the loop syncs with the device only to log.
     """
@@ -207,21 +217,21 @@ def cyclegan_step(
     opts.d.zero_grad(set_to_none=True)
     pooled_b = rt.pool_query("b", fake_b)
     pooled_a = rt.pool_query("a", fake_a)
-    gamma = cfg.discriminator.r1_gamma
+    gamma = _r1_gamma(cfg, step)
     with rt.autocast():
         if rt.batch_calls:
-            in_b = _r1_input(aug(torch.cat([real_b, pooled_b])), cfg)
-            in_a = _r1_input(aug(torch.cat([real_a, pooled_a])), cfg)
+            in_b = _r1_input(aug(torch.cat([real_b, pooled_b])), gamma)
+            in_a = _r1_input(aug(torch.cat([real_a, pooled_a])), gamma)
             out_b, out_a = nets.d_b(in_b), nets.d_a(in_a)
             real_b_scores, real_a_scores, reals = out_b[:n], out_a[:n], slice(0, n)
             loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(out_b[n:], False)) * 0.5
             loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(out_a[n:], False)) * 0.5
         else:
             reals = slice(None)
-            in_b = _r1_input(aug(real_b), cfg)
+            in_b = _r1_input(aug(real_b), gamma)
             real_b_scores = nets.d_b(in_b)
             loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(nets.d_b(aug(pooled_b)), False)) * 0.5
-            in_a = _r1_input(aug(real_a), cfg)
+            in_a = _r1_input(aug(real_a), gamma)
             real_a_scores = nets.d_a(in_a)
             loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(nets.d_a(aug(pooled_a)), False)) * 0.5
         loss_d = loss_d_a + loss_d_b
@@ -271,8 +281,10 @@ def cut_step(
     opts: Optimizers,
     cfg: TrainConfig,
     rt: Runtime,
+    step: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """One CUT/FastCUT update: discriminator first, then generator + head (paper code order)."""
+    """One CUT/FastCUT update: discriminator first, then generator + head (paper code order).
+    `step` (0-based) schedules the lazy R1 penalty."""
     real_a, real_b = (rt.prepare(x) for x in batch)
     n = real_a.shape[0]
 
@@ -293,16 +305,16 @@ def cut_step(
 
     set_requires_grad([nets.d], True)
     opts.d.zero_grad(set_to_none=True)
-    gamma = cfg.discriminator.r1_gamma
+    gamma = _r1_gamma(cfg, step)
     with rt.autocast():
         if rt.batch_calls:
-            d_in = _r1_input(aug(torch.cat([fake_b.detach(), real_b])), cfg)
+            d_in = _r1_input(aug(torch.cat([fake_b.detach(), real_b])), gamma)
             out = nets.d(d_in)
             real_scores, reals = out[n:], slice(n, None)
             loss_d_fake = _gan_loss(out[:n], False)
         else:
             loss_d_fake = _gan_loss(nets.d(aug(fake_b.detach())), False)
-            d_in = _r1_input(aug(real_b), cfg)
+            d_in = _r1_input(aug(real_b), gamma)
             real_scores, reals = nets.d(d_in), slice(None)
         loss_d_real = _gan_loss(real_scores, True)
         loss_d = (loss_d_fake + loss_d_real) * 0.5
@@ -351,8 +363,10 @@ def train_step(
     opts: Optimizers,
     cfg: TrainConfig,
     rt: Runtime,
+    step: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """One optimisation step of the objective that `nets` belongs to; returns its losses."""
+    """Optimisation step `step` (0-based) of the objective that `nets` belongs to; returns its
+    losses."""
     if isinstance(nets, CycleGANNets):
-        return cyclegan_step(batch, nets, opts, cfg, rt)
-    return cut_step(batch, nets, opts, cfg, rt)
+        return cyclegan_step(batch, nets, opts, cfg, rt, step)
+    return cut_step(batch, nets, opts, cfg, rt, step)

@@ -27,7 +27,6 @@ from culturegan.models.networks import count_params
 from culturegan.training.adam import LinearDecay
 from culturegan.training.checkpoint import (
     load_checkpoint,
-    load_generator,
     load_state,
     rng_state,
     save_checkpoint,
@@ -56,7 +55,6 @@ from culturegan.training.runtime import (
 
 __all__ = [
     "TrainState",
-    "load_generator",
     "make_runtime",
     "run_fingerprint",
     "train_pair",
@@ -264,7 +262,7 @@ def _train_loop(
     t0 = window_t0 = time.perf_counter()
     window_start = state.step
     while state.step < cfg.steps:
-        losses = train_step(state.sampler.next(), state.nets, state.opts, cfg, state.rt)
+        losses = train_step(state.sampler.next(), state.nets, state.opts, cfg, state.rt, state.step)
         for sched in state.scheds.values():
             sched.step()
         state.update_ema()
