@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from culturegan.data.manifest import MANIFEST_NAME, read_manifest
@@ -39,17 +38,13 @@ class ImageSet:
 
 def manifest_styles(data_root: Path, split: str = "test") -> list[str]:
     """Styles that have images in `split`, sorted."""
-    df = _manifest(data_root)
+    df = read_manifest(data_root)
     return sorted(df.loc[df["split"] == split, "style"].unique().tolist())
-
-
-def _manifest(data_root: Path) -> pd.DataFrame:
-    return read_manifest(Path(data_root))
 
 
 def load_split(data_root: Path, style: str, split: str, limit: int | None = None) -> ImageSet:
     """Every image of `style` in `split` (first `limit` by path if given), as RGB uint8."""
-    df = _manifest(data_root)
+    df = read_manifest(data_root)
     rows = df[(df["style"] == style) & (df["split"] == split)].sort_values("path")
     if rows.empty:
         have = sorted(df.loc[df["split"] == split, "style"].unique().tolist())

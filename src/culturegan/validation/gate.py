@@ -9,7 +9,7 @@ from pathlib import Path
 
 from culturegan.config import Params
 from culturegan.data.manifest import MANIFEST_NAME, read_manifest
-from culturegan.errors import ValidationFailed
+from culturegan.errors import SourceError, ValidationFailed
 from culturegan.fileio import atomic_write_text
 from culturegan.validation.frames import phash_leaks, required_styles, style_split_counts
 from culturegan.validation.gx_project import file_context, forget_previous_runs, run_checkpoint
@@ -39,12 +39,10 @@ def validate_data(
     started = time.perf_counter()
     root = Path(root)
     manifest_path = root / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise ValidationFailed(
-            f"{manifest_path} not found", hint="run `culturegan prepare` first to build it"
-        )
     try:
         manifest = read_manifest(root)
+    except SourceError as err:  # no manifest: the gate's own failure, with read_manifest's words
+        raise ValidationFailed(err.message, hint=err.hint) from None
     except (OSError, ValueError) as err:  # pyarrow: ArrowIOError, ArrowInvalid
         raise ValidationFailed(
             f"{manifest_path} cannot be read: {err}",
