@@ -29,7 +29,13 @@ from culturegan.training import objectives, trainer
 from culturegan.training.checkpoint import load_generator, read_generator_file
 from culturegan.training.dataset import PairImages, UnpairedSampler, to_unit_range
 from culturegan.training.objectives import build_nets, build_optimizers, train_step
-from culturegan.training.runtime import World, cpu_has_native_bf16, linear_decay, resolve_precision
+from culturegan.training.runtime import (
+    Runtime,
+    World,
+    cpu_has_native_bf16,
+    linear_decay,
+    resolve_precision,
+)
 from culturegan.training.trainer import make_runtime, train_pair
 
 SIZE = tiny.SIZE
@@ -390,6 +396,33 @@ def test_train_pair_writes_generators_samples_metrics_and_logs_to_tracker(
     assert ("samples" in {a for _, a in tracker.artifacts}) and any(
         p.name == "train_metrics.json" for p, _ in tracker.artifacts
     )
+
+
+def test_lazy_r1_loss_is_logged_at_its_latest_value_between_r1_steps(data_root, tmp_path):
+    # r1_every 4: R1 on steps 3 and 7 (0-based). The log points after 6 and 8 steps both report
+    # r1 (after 6 the value of step 3, whose penalty D is still carrying), as does final_losses.
+    tracker = RecordingTracker()
+    params = tiny_params(
+        "cyclegan", steps=8, log_every=3, discriminator={"r1_gamma": 0.01, "r1_every": 4}
+    )
+    result = train_pair(params, PAIR, data_root, tmp_path / "out", tracker=tracker)
+    logged = dict(tracker.metrics)
+    assert sorted(logged) == [3, 6, 8]
+    assert "loss/r1" not in logged[3]  # no R1 step yet
+    assert "loss/r1" in logged[6] and "loss/r1" in logged[8] and "r1" in result["final_losses"]
+    assert logged[6]["loss/r1"] != logged[8]["loss/r1"]
+
+
+def test_backward_step_gives_gradients_to_the_modules_parameters_only():
+    # The R1 penalty differentiates D by its input, a leaf that requires grad; the optimiser's
+    # backward must not spend work on (or fill) that leaf's gradient.
+    rt = Runtime(torch.device("cpu"))
+    m = nn.Linear(3, 1)
+    x = torch.randn(4, 3, requires_grad=True)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    rt.backward_step(m(x).pow(2).sum(), opt, [m])
+    assert x.grad is None
+    assert m.weight.grad is not None and m.weight.grad.abs().sum() > 0
 
 
 def test_same_seed_gives_identical_weights(data_root, tmp_path):

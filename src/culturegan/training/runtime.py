@@ -197,13 +197,18 @@ class Runtime:
     def backward_step(
         self, loss: torch.Tensor, opt: Optimizer, modules: list[nn.Module]
     ) -> None:
-        """Backward, average gradients over ranks, optimiser step (through the scaler for fp16)."""
+        """Backward, average gradients over ranks, optimiser step (through the scaler for fp16).
+
+        Gradients go only to the parameters of `modules` that require grad: the R1 penalty's
+        input leaf (and any other leaf) gets none, so autograd skips the work of computing it.
+        """
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss).backward(inputs=params)
             self.world.all_reduce_grads(modules)
             self.scaler.step(opt)
         else:
-            loss.backward()
+            loss.backward(inputs=params)
             self.world.all_reduce_grads(modules)
             opt.step()
 

@@ -261,8 +261,11 @@ def _train_loop(
     seconds_before = state.seconds
     t0 = window_t0 = time.perf_counter()
     window_start = state.step
+    # Each step's losses over the last one's: a term that only some steps compute (lazy R1) is
+    # logged at its latest value instead of going missing from the log points between.
+    losses: dict[str, torch.Tensor] = {}
     while state.step < cfg.steps:
-        losses = train_step(state.sampler.next(), state.nets, state.opts, cfg, state.rt, state.step)
+        losses |= train_step(state.sampler.next(), state.nets, state.opts, cfg, state.rt, state.step)
         for sched in state.scheds.values():
             sched.step()
         state.update_ema()
