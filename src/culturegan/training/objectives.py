@@ -129,8 +129,8 @@ def build_optimizers(nets: Nets, cfg: TrainConfig, fast: bool) -> Optimizers:
 
 def _r1_gamma(cfg: TrainConfig, step: int) -> float:
     """The R1 weight at this step: gamma on every step, or, lazily (r1_every k > 1), k * gamma on
-    the last step of every k (steps k-1, 2k-1, ...; so the logged steps at multiples of k carry
-    it) and 0 on the others: the same weight on average for about 1/k of the cost."""
+    the last step of every k (steps k-1, 2k-1, ...) and 0 on the others: the same weight on
+    average for about 1/k of the cost."""
     k = cfg.discriminator.r1_every
     return cfg.discriminator.r1_gamma * k if step % k == k - 1 else 0.0
 
