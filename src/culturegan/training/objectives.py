@@ -153,6 +153,12 @@ def _r1_penalty(real_scores: torch.Tensor, inputs: torch.Tensor, rows: slice, rt
     return (grad[rows].float() / scale).pow(2).flatten(1).sum(1).mean()
 
 
+def _with_r1(loss_d: torch.Tensor, loss_r1: torch.Tensor | None, gamma: float) -> torch.Tensor:
+    """D's loss to minimise: its GAN loss plus the R1 term (gamma / 2 times the penalty), when
+    this step has one. One spelling for both objectives; the logged "d" losses exclude it."""
+    return loss_d if loss_r1 is None else loss_d + 0.5 * gamma * loss_r1
+
+
 def _l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(x.float(), y.float())
 
@@ -234,11 +240,10 @@ def cyclegan_step(
             in_a = _r1_input(aug(real_a), gamma)
             real_a_scores = nets.d_a(in_a)
             loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(nets.d_a(aug(pooled_a)), False)) * 0.5
-        loss_d = loss_d_a + loss_d_b
+        loss_r1 = None
         if gamma > 0:
             loss_r1 = _r1_penalty(real_b_scores, in_b, reals, rt) + _r1_penalty(real_a_scores, in_a, reals, rt)
-            loss_d = loss_d + 0.5 * gamma * loss_r1
-    rt.backward_step(loss_d, opts.d, nets.discriminators)
+    rt.backward_step(_with_r1(loss_d_a + loss_d_b, loss_r1, gamma), opts.d, nets.discriminators)
     if rt.scaler is not None:
         rt.scaler.update()
     losses = {
@@ -251,7 +256,7 @@ def cyclegan_step(
     }
     if use_idt:
         losses |= {"idt_a": loss_idt_a, "idt_b": loss_idt_b}
-    if gamma > 0:
+    if loss_r1 is not None:
         losses["r1"] = loss_r1
     return {k: v.detach() for k, v in losses.items()}
 
@@ -318,9 +323,10 @@ def cut_step(
             real_scores, reals = nets.d(d_in), slice(None)
         loss_d_real = _gan_loss(real_scores, True)
         loss_d = (loss_d_fake + loss_d_real) * 0.5
+        loss_r1 = None
         if gamma > 0:
             loss_r1 = _r1_penalty(real_scores, d_in, reals, rt)
-    rt.backward_step(loss_d + 0.5 * gamma * loss_r1 if gamma > 0 else loss_d, opts.d, [nets.d])
+    rt.backward_step(_with_r1(loss_d, loss_r1, gamma), opts.d, [nets.d])
 
     set_requires_grad([nets.d], False)
     opts.g.zero_grad(set_to_none=True)
@@ -341,7 +347,7 @@ def cut_step(
             [f[:n] for f in feats_q], [f[:n] for f in feats_real], nets.head, cfg, rt
         )
         losses = {"d": loss_d, "g_gan": loss_g_gan, "nce": loss_nce}
-        if gamma > 0:
+        if loss_r1 is not None:
             losses["r1"] = loss_r1
         if use_idt:
             loss_nce_idt = _patch_nce(
