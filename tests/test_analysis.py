@@ -16,6 +16,7 @@ from culturegan.errors import SourceError
 from culturegan.evaluation.analysis import analyze, analyze_records, load_metrics
 from culturegan.evaluation.findings import honest_sentence
 from culturegan.evaluation.measures import measures_of
+from culturegan.evaluation.report import render_report
 from culturegan.evaluation.stats import correlate, permutation_test, spearman
 
 STYLES4 = ["impressionist", "inkwash", "photo", "ukiyoe"]
@@ -416,12 +417,56 @@ def test_the_correlation_with_distance_is_given_per_classifier_run_and_a_flippin
     assert rows["impressionist-inkwash"]["gan_gains"] == pytest.approx(
         [0.3 + order[0], 0.7 - order[0]]
     )
-    finding = a["summary"]["findings"][-1]
+    finding = next(f for f in a["summary"]["findings"] if f.startswith("Spearman's ρ between the GAN"))
     assert finding.startswith(
         "Spearman's ρ between the GAN's relative KID gain and the combined cultural"
     )
     assert "distance ranges from -1.00 to +1.00 over the 2 classifier runs:" in finding
     assert finding.endswith("its sign depends on the classifier's training run.")
+    # the two runs rank the directed pairs in opposite orders
+    assert a["classifier_runs"]["rank_agreement"] == pytest.approx([-1.0])
+    agreement = a["summary"]["findings"][-1]
+    assert agreement.startswith(
+        "How the classifier runs rank the directed pairs by the GAN's relative KID gain agrees "
+        "with Spearman's ρ -1.00, where 1 is the same order in every run"
+    )
+
+
+def test_how_alike_the_classifier_runs_rank_the_directed_pairs_is_given_for_every_two_runs(
+    tmp_path: Path,
+):
+    """Three runs over four directed pairs: runs 0 and 1 rank the pairs alike, run 2 in reverse
+    order, so the three pairs of runs agree with rho 1, -1 and -1. A pair that one run could not
+    score is left out of that run's comparisons only."""
+    gains = {
+        "photo-inkwash": [0.1, 0.2, 0.9],
+        "photo-ukiyoe": [0.2, 0.3, 0.8],
+        "inkwash-photo": [0.3, 0.4, 0.7],
+        "ukiyoe-photo": [0.4, 0.5, 0.6],
+    }
+    records = [with_members(fake_record(pair, 0, 0.5), g, [0.0] * 3) for pair, g in gains.items()]
+    a = _analysis(tmp_path / "three", records)
+    runs = a["classifier_runs"]
+    assert runs["rank_agreement"] == pytest.approx([1.0, -1.0, -1.0])
+    assert (runs["rank_agreement_min"], runs["rank_agreement_median"], runs["rank_agreement_max"]) == (
+        pytest.approx(-1.0),
+        pytest.approx(-1.0),
+        pytest.approx(1.0),
+    )
+    finding = a["summary"]["findings"][-1]
+    assert "Spearman's ρ -1.00 to +1.00 (median -1.00, 3 pairs of runs)" in finding
+    html = render_report(a, tmp_path / "three").read_text(encoding="utf-8")
+    assert "(Spearman's &rho; between every two runs, 3 in all; 1: the same order): <b>-1.000 to +1.000</b>, median -1.000." in html
+
+    # run 1 lost one pair's score: runs 0 and 2 still compare over four pairs, run 1 over three
+    records[1]["classifier_members"]["methods"]["gan"][1] = float("nan")
+    runs = _analysis(tmp_path / "missing", records)["classifier_runs"]
+    assert runs["rank_agreement"] == pytest.approx([1.0, -1.0, -1.0])
+    # with two pairs left a run's order says nothing (MIN_PAIRS): no agreement, no finding
+    two = _analysis(tmp_path / "two", records[:2])
+    assert two["classifier_runs"]["rank_agreement"] == []
+    assert two["classifier_runs"]["rank_agreement_median"] is None
+    assert not any(f.startswith("How the classifier runs rank") for f in two["summary"]["findings"])
 
 
 def test_without_an_ensemble_there_is_no_per_run_verdict_and_a_partial_one_is_an_error(

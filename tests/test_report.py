@@ -459,6 +459,7 @@ def test_an_ensemble_classifier_gets_a_table_of_the_verdict_per_run(tmp_path: Pa
     assert rows[1][3:5] == ["+0.000", "0.141"]  # mean and sd of the two runs' margins
     assert "GAN wins per run: <b>1, 2</b> of 2 directed pairs" in html
     assert "combined cultural distance, per run: <b>\u2014, \u2014</b>" in html  # two pairs: no rho
+    assert "How alike the runs rank" not in html  # nor an agreement between the runs' orders
     # without an ensemble the section is left out
     plain = analyze_records(
         params(),

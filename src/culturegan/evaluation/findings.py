@@ -238,4 +238,18 @@ def classifier_run_findings(runs: dict[str, Any] | None) -> list[str]:
             + (f" ({missing} without an estimate)" if missing else "")
             + (": its sign depends on the classifier's training run." if lo_r < 0 < hi_r else ".")
         )
+    agree = runs.get("rank_agreement") or []
+    if agree:
+        lo_a, hi_a = runs["rank_agreement_min"], runs["rank_agreement_max"]
+        span_a = (
+            f"{lo_a:+.2f}"
+            if len(agree) == 1
+            else f"{lo_a:+.2f} to {hi_a:+.2f} (median {runs['rank_agreement_median']:+.2f}, "
+            f"{len(agree)} pairs of runs)"
+        )
+        lines.append(
+            f"How the classifier runs rank the directed pairs by the GAN's {label} agrees with "
+            f"Spearman's ρ {span_a}, where 1 is the same order in every run: a difference "
+            "between two directed pairs is only as reproducible as that order."
+        )
     return lines

@@ -287,6 +287,16 @@ def _classifier_runs_view(runs: dict[str, Any] | None) -> dict[str, Any] | None:
         "wins": runs["wins_per_member"],
         "rows": rows,
         "rhos": [signed(r) for r in runs.get("rho_per_member") or []],
+        "agreement": (
+            None
+            if not runs.get("rank_agreement")
+            else {
+                "min": signed(runs["rank_agreement_min"]),
+                "median": signed(runs["rank_agreement_median"]),
+                "max": signed(runs["rank_agreement_max"]),
+                "n": len(runs["rank_agreement"]),
+            }
+        ),
     }
 
 

@@ -4,6 +4,7 @@ and the tidy per-(pair, seed, method) table.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -357,6 +358,26 @@ def write_tidy(rows: list[dict[str, Any]], path: Path) -> None:
         pd.DataFrame(rows, columns=columns).to_csv(tmp, index=False)
 
 
+def _rank_agreement(gains: list[list[float | None]], n: int) -> dict[str, Any]:
+    """How alike the classifier runs rank the directed pairs by the GAN's gain: Spearman's rho
+    between the gains of every two members over the pairs both scored (`gains`: per pair, one
+    value per member). The per-pair values of the measure are only as reproducible as this order
+    (docs/study.md: 0.36 to 0.88 between five members on the study's 30 directions)."""
+    rhos = []
+    for i, j in itertools.combinations(range(n), 2):
+        points = [(g[i], g[j]) for g in gains if g[i] is not None and g[j] is not None]
+        if len(points) >= MIN_PAIRS and (r := spearman(*zip(*points, strict=True))) is not None:
+            rhos.append(r)
+    return {
+        # Spearman rho between two members' gains over the directed pairs, for every two members
+        # (None: fewer than MIN_PAIRS pairs, or a constant); 1: every run ranks the pairs alike
+        "rank_agreement": rhos,
+        "rank_agreement_min": min(rhos) if rhos else None,
+        "rank_agreement_median": float(np.median(rhos)) if rhos else None,
+        "rank_agreement_max": max(rhos) if rhos else None,
+    }
+
+
 def classifier_runs(
     records: list[dict[str, Any]], distances: dict[str, float | None] | None = None
 ) -> dict[str, Any] | None:
@@ -456,6 +477,7 @@ def classifier_runs(
         ]
         rhos.append(spearman(*zip(*points, strict=True)) if len(points) >= MIN_PAIRS else None)
     return {
+        **_rank_agreement([row["gan_gains"] for row in rows], n),
         "measure": "kid_gain",
         "members": n,
         "seeds": seeds,
