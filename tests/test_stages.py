@@ -120,6 +120,22 @@ def test_changed_training_params_start_a_new_checkpoint_instead_of_an_error(para
     assert stages.checkpoint_dir(_params(tmp_path, steps=8), PAIR, 0) != a
 
 
+def test_changed_training_code_trains_again_instead_of_returning_the_finished_model(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`dvc repro` reruns a train stage when its code changed (the stage's deps); the finished
+    checkpoint of the old code must not be "resumed" at its last step and returned as the model."""
+    from culturegan.training import trainer
+
+    runs = tmp_path / "runs"
+    first = stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
+    shutil.rmtree(runs / "photo-inkwash" / "seed0")  # as DVC does before re-running the stage
+    monkeypatch.setattr(trainer, "training_code_hash", lambda: "0123456789abcdef")
+    again = stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
+    assert again["checkpoint"] != first["checkpoint"]
+    assert again["resumed_from"] == 0, "the new code trained from the start"
+
+
 def test_evaluate_and_register_cover_both_cyclegan_directions(params: Params, tmp_path: Path):
     runs, classifier, evals = tmp_path / "runs", tmp_path / "clf", tmp_path / "eval"
     stages.train_stage(params, PAIR, 2, params.data.root, runs)

@@ -961,3 +961,42 @@ def test_grad_scaler_steps_fused_adam_like_torch_adam():
     for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert float(ours.state_dict()["state"][0]["step"]) == 2.0
+
+
+# --- the training code in the run's fingerprint -------------------------------------------------------
+
+
+def test_the_fingerprints_code_is_the_source_the_train_stage_of_dvc_yaml_depends_on():
+    from conftest import REPO_ROOT
+
+    stage = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["train"]
+    deps = {d.removeprefix("src/culturegan/") for d in stage["deps"] if d.startswith("src/")}
+    assert deps == set(trainer.TRAINING_CODE)
+    assert trainer.training_code_hash() == trainer.code_hash(REPO_ROOT / "src" / "culturegan")
+    assert trainer.run_fingerprint(tiny_params(), Pair("photo", "inkwash"))["code"] == trainer.training_code_hash()
+
+
+def test_the_code_hash_changes_with_the_training_source_and_with_nothing_else(tmp_path: Path):
+    def package(name: str, edits: dict[str, str]) -> Path:
+        files = {
+            "training/loop.py": "x = 1\n",
+            "training/sub/step.py": "y = 2\n",
+            "models/nets.py": "z = 3\n",
+            "data/manifest.py": "m = 4\n",
+            "data/ingest.py": "i = 5\n",
+            "cli.py": "c = 6\n",
+            "training/notes.txt": "not code\n",
+        } | edits
+        for rel, text in files.items():
+            (tmp_path / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / rel).write_text(text)
+        return tmp_path / name
+
+    base = trainer.code_hash(package("base", {}))
+    assert len(base) == 16
+    # outside the training code, or not Python: the same run
+    for i, rel in enumerate(["data/ingest.py", "cli.py", "training/notes.txt"]):
+        assert trainer.code_hash(package(f"same{i}", {rel: "changed\n"})) == base, rel
+    # any training source file, nested ones too, or a new one: another run
+    for i, rel in enumerate(["training/loop.py", "training/sub/step.py", "models/nets.py", "data/manifest.py", "training/new.py"]):
+        assert trainer.code_hash(package(f"other{i}", {rel: "changed\n"})) != base, rel

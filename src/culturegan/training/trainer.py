@@ -9,6 +9,8 @@ culturegan.training.outputs.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import sys
 import time
@@ -103,11 +105,36 @@ def check_sizes(cfg: TrainConfig, image_size: int) -> None:
         raise ConfigError(problem, hint="see data.image_size and train in params.yaml")
 
 
+# The package's source that shapes a training run besides its config: the src/culturegan paths
+# that the train stage of dvc.yaml depends on (tests/test_training.py keeps the two equal).
+TRAINING_CODE = ("training", "models", "data/manifest.py")
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def training_code_hash() -> str:
+    """The fingerprint's code part: `code_hash` of this installed package, once per process."""
+    return code_hash(_PACKAGE)
+
+
+def code_hash(package: Path) -> str:
+    """sha256 (16 hex digits) of the Python source under TRAINING_CODE in `package`: paths and
+    bytes of every .py file, in sorted order."""
+    h = hashlib.sha256()
+    for rel in TRAINING_CODE:
+        path = package / rel
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def run_fingerprint(params: Params, pair: Pair, seed: int | None = None) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: everything that shapes the model or its
     training, the training `seed` (default params.seed) included. The step count is part of it,
     since the lr schedule is laid out over `train.steps`: a run with other steps is another run
-    (issue: a shorter run silently returned the longer model)."""
+    (issue: a shorter run silently returned the longer model). So is the training code: after
+    `dvc repro` reruns a train stage because its code changed, a finished checkpoint of the old
+    code would otherwise be "resumed" at its last step and returned as the new model."""
     t = params.train
     if t.objective == "cyclegan":
         losses = t.cyclegan.model_dump()
@@ -127,6 +154,7 @@ def run_fingerprint(params: Params, pair: Pair, seed: int | None = None) -> dict
         "crop_size": t.crop_size,
         "ema": t.ema,
         "augment": list(t.augment),
+        "code": training_code_hash(),
     }
 
 
