@@ -8,11 +8,14 @@ per-direction bootstrap intervals over seeds, which are computed here from the s
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from culturegan.evaluation.stats import spearman
 
 MEASURES = ("kid_gain", "gt_ssim", "gt_psnr", "content_edge_ssim", "deception")
 
@@ -24,6 +27,31 @@ def _ci(values: list[float], level: float = 0.95, samples: int = 4000, seed: int
     means = v[rng.integers(0, len(v), (samples, len(v)))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def _seed_reproducibility(a: dict) -> None:
+    """How alike the training seeds rank the directed pairs (Spearman between every two seeds'
+    per-direction values of the GAN) and how far a direction's value moves between seeds."""
+    print("\n### Reproducibility over training seeds (the GAN, per directed pair)\n")
+    seeds = sorted({tuple(p["seeds"]) for p in a["pairs"]})
+    if len(seeds) != 1:
+        print(f"Not comparable: the directed pairs have different training seeds {[list(s) for s in seeds]}.")
+        return
+    if len(seeds[0]) < 2:
+        print(f"One training seed ({seeds[0][0]}): nothing to compare.")
+        return
+    seeds = list(seeds[0])
+    print("| measure | directions | Spearman between seeds (" + ", ".join(f"{i} vs {j}" for i, j in itertools.combinations(seeds, 2)) + ") | median (max) seed SD of a direction |")
+    print("|---|---|---|---|")
+    for m in MEASURES:
+        rows = [s["values"] for p in a["pairs"] if (s := (p["measures"].get("gan") or {}).get(m)) and s["n"] == len(seeds)]
+        if len(rows) < 3:
+            continue
+        v = np.asarray(rows)
+        rhos = [spearman(v[:, i], v[:, j]) for i, j in itertools.combinations(range(len(seeds)), 2)]
+        sd = v.std(axis=1, ddof=1)
+        cells = ", ".join("–" if r is None else f"{r:.2f}" for r in rhos)
+        print(f"| {a['measures'][m]['label']} | {len(rows)} | {cells} | {np.median(sd):.3f} ({sd.max():.3f}) |")
 
 
 def main() -> None:
@@ -79,6 +107,8 @@ def main() -> None:
                 cells.append("–" if x is None else f"{x['mean_margin']:.3f} ({x['wins']}/{x['pairs']})")
             star = " (primary)" if r["primary"] else ""
             print(f"| {r['label']}{star} | " + " | ".join(cells) + f" | {'yes' if r['passes'] else 'NO'} |")
+
+    _seed_reproducibility(a)
 
     print("\n### Summary sentence of the analysis\n")
     print(a["summary"]["sentence"])
