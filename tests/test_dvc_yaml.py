@@ -146,13 +146,14 @@ def test_dvc_metrics_plots_and_exp_show_read_every_declared_file(tmp_path: Path)
 
 # The modules every stage runs and no stage lists (`dvc repro` does not rerun everything when one
 # of them changes): the params schema (each stage declares the values it reads as `params:`), the
-# errors, atomic file writes, MLflow tracking, the CLI, the KFP wiring, and culturegan.stages,
-# whose stage functions are followed one by one instead (see `stage_entry_modules`). The package
-# root (its version) is shared too.
+# errors, atomic file writes, the caches' source hasher (codehash), MLflow tracking, the CLI, the
+# KFP wiring, and culturegan.stages, whose stage functions are followed one by one instead (see
+# `stage_entry_modules`). The package root (its version) is shared too.
 SHARED = (
     "culturegan.config",
     "culturegan.errors",
     "culturegan.fileio",
+    "culturegan.codehash",
     "culturegan.tracking",
     "culturegan.cli",
     "culturegan.stages",

@@ -731,6 +731,70 @@ def test_changed_image_size_is_not_served_from_the_journal(
     assert set(df["width"]) == {48}
 
 
+def test_a_journal_of_other_ingest_code_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from culturegan.data import ingest as ingest_module
+
+    src = tmp_path / "src"
+    small_dataset(src)
+    params = make_params(tmp_path, src)
+    run(params)
+    manifest = (tmp_path / "data" / "manifest.parquet").read_bytes()
+    calls = count_decodes(monkeypatch)
+    # what an edit of normalise.py (or of anything else in INGEST_CODE) does to the hash
+    monkeypatch.setattr(ingest_workers, "ingest_code_hash", lambda: "0123456789abcdef")
+    monkeypatch.setattr(ingest_module, "ingest_code_hash", lambda: "0123456789abcdef")
+    summary = run(params)
+    assert calls[0] == 8 and summary["reused"] == 0
+    assert (tmp_path / "data" / "manifest.parquet").read_bytes() == manifest
+    assert_outputs_match_manifest(tmp_path / "data")
+
+
+# Imported on the per-file path but not shaping a result: the hasher, the pool size, the journal
+# (it stores results), errors, atomic writes and the params schema (values arrive as WorkerOpts).
+NOT_SHAPING = {
+    "culturegan.codehash",
+    "culturegan.cpus",
+    "culturegan.data.journal",
+    "culturegan.errors",
+    "culturegan.fileio",
+    "culturegan.config",
+}
+
+
+def test_the_ingest_code_hash_covers_every_module_a_files_result_comes_from() -> None:
+    import ast
+
+    from conftest import REPO_ROOT
+
+    package = REPO_ROOT / "src"
+
+    def imports(module: str) -> set[str]:
+        rel = Path(*module.split("."))
+        path = package / rel.with_suffix(".py")
+        if not path.is_file():
+            path = package / rel / "__init__.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return {
+            n.module
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("culturegan")
+        }
+
+    seen: set[str] = set()
+    todo = ["culturegan.data.ingest_workers"]
+    while todo:
+        module = todo.pop()
+        if module in seen or module in NOT_SHAPING:
+            continue
+        seen.add(module)
+        todo += imports(module)
+    covered = {"culturegan." + rel.removesuffix(".py").replace("/", ".") for rel in ingest_workers.INGEST_CODE}
+    assert seen == covered
+    assert len(ingest_workers.ingest_code_hash()) == 16
+
+
 def test_stale_outputs_are_removed(tmp_path: Path) -> None:
     src = tmp_path / "src"
     small_dataset(src)

@@ -21,7 +21,13 @@ from typing import Any
 
 from culturegan.config import Params
 from culturegan.data.dedupe import dedupe
-from culturegan.data.ingest_workers import WorkerOpts, pool_size, process_all, write_missing_pngs
+from culturegan.data.ingest_workers import (
+    WorkerOpts,
+    ingest_code_hash,
+    pool_size,
+    process_all,
+    write_missing_pngs,
+)
 from culturegan.data.journal import JOURNAL_NAME
 from culturegan.data.layout import SPLIT_ORDER, Plan, Scan, plan_tasks, scan_source
 from culturegan.data.manifest import (
@@ -32,7 +38,7 @@ from culturegan.data.manifest import (
     write_manifest,
     write_rejects,
 )
-from culturegan.data.normalise import NORMALISE_VERSION, decodable_formats
+from culturegan.data.normalise import decodable_formats
 from culturegan.errors import ConfigError, IngestError
 
 log = logging.getLogger(__name__)
@@ -223,7 +229,7 @@ def _staging_dir(cache_dir: Path, root: Path, image_size: int, load_size: int | 
     """Where a run's new PNGs wait for the swap into `root`: kept after a crash so that the next
     run reuses them; keyed by what a PNG's bytes depend on beyond its path (which holds the
     source's sha256, style and split), so a staged file is never taken for another size's."""
-    parts: list[Any] = [str(root.resolve()), image_size, NORMALISE_VERSION]
+    parts: list[Any] = [str(root.resolve()), image_size, ingest_code_hash()]
     if load_size is not None:  # appended only when set: untiled runs keep their staging folder
         parts.append(load_size)
     key = json.dumps(parts)

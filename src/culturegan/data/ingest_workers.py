@@ -19,12 +19,12 @@ from typing import Any
 
 from PIL import Image, ImageFile
 
+from culturegan.codehash import installed_source_hash
 from culturegan.cpus import usable_cpus
 from culturegan.data.journal import compact_journal, journal_line, read_journal
 from culturegan.data.layout import split_by_hash
 from culturegan.data.manifest import Reason, intensity_std, phash
 from culturegan.data.normalise import (
-    NORMALISE_VERSION,
     Normalisation,
     Rejected,
     decode_normalised,
@@ -33,6 +33,16 @@ from culturegan.data.normalise import (
 )
 from culturegan.errors import IngestError
 from culturegan.fileio import atomic_write_bytes
+
+# The package's source that shapes a file's result (its PNG's bytes, manifest fields, split or
+# reason) besides the bytes and WorkerOpts: a journal entry or a staged PNG of other code is not
+# reused (tests/test_ingest.py checks that each of these is imported on the per-file path).
+INGEST_CODE = ("data/normalise.py", "data/ingest_workers.py", "data/manifest.py", "data/layout.py")
+
+
+def ingest_code_hash() -> str:
+    """The hash of this installed package's INGEST_CODE (codehash.source_hash)."""
+    return installed_source_hash(INGEST_CODE)
 
 
 @dataclass(frozen=True)
@@ -218,7 +228,7 @@ def _set_globals(opts: WorkerOpts | None, max_pixels: int | None, load_truncated
 def _task_key(style: str, split_hint: str, opts: WorkerOpts) -> str:
     """What a cached result depends on besides the bytes; a change means decode again."""
     parts = [
-        NORMALISE_VERSION,
+        ingest_code_hash(),
         style,
         split_hint,
         opts.image_size,

@@ -17,8 +17,6 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from culturegan.data.manifest import Reason
 
-# Bump when normalisation changes so journal entries from older code are not reused.
-NORMALISE_VERSION = 1
 WANTED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM", "TGA", "AVIF")
 PNG_COMPRESS_LEVEL = 1  # 64 px PNGs: ~1.7x faster to encode than the default 6, ~12% larger
 

@@ -9,8 +9,6 @@ culturegan.training.outputs.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import logging
 import sys
 import time
@@ -22,6 +20,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from culturegan.codehash import installed_source_hash, source_hash
 from culturegan.config import Pair, Params, TrainConfig, size_problem
 from culturegan.errors import ConfigError
 from culturegan.models.losses import ImagePool
@@ -108,24 +107,16 @@ def check_sizes(cfg: TrainConfig, image_size: int) -> None:
 # The package's source that shapes a training run besides its config: the src/culturegan paths
 # that the train stage of dvc.yaml depends on (tests/test_training.py keeps the two equal).
 TRAINING_CODE = ("training", "models", "data/manifest.py")
-_PACKAGE = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
 def training_code_hash() -> str:
-    """The fingerprint's code part: `code_hash` of this installed package, once per process."""
-    return code_hash(_PACKAGE)
+    """The fingerprint's code part: the hash of this installed package's TRAINING_CODE."""
+    return installed_source_hash(TRAINING_CODE)
 
 
 def code_hash(package: Path) -> str:
-    """sha256 (16 hex digits) of the Python source under TRAINING_CODE in `package`: paths and
-    bytes of every .py file, in sorted order."""
-    h = hashlib.sha256()
-    for rel in TRAINING_CODE:
-        path = package / rel
-        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
+    """The hash of the TRAINING_CODE in `package` (codehash.source_hash)."""
+    return source_hash(package, TRAINING_CODE)
 
 
 def run_fingerprint(params: Params, pair: Pair, seed: int | None = None) -> dict[str, Any]:
