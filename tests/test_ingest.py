@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import stat
@@ -749,6 +750,9 @@ def test_a_journal_of_other_ingest_code_is_not_reused(
     assert calls[0] == 8 and summary["reused"] == 0
     assert (tmp_path / "data" / "manifest.parquet").read_bytes() == manifest
     assert_outputs_match_manifest(tmp_path / "data")
+    # the other code's lines can never be matched again: compaction drops them
+    lines = [json.loads(x) for x in (tmp_path / "cache" / JOURNAL_NAME).read_text().splitlines()]
+    assert len(lines) == 8 and {x["code"] for x in lines} == {"0123456789abcdef"}
 
 
 # Imported on the per-file path but not shaping a result: the hasher, the pool size, the journal

@@ -249,6 +249,7 @@ def process_all(
     from tqdm import tqdm
 
     known = read_journal(journal_path)
+    code = ingest_code_hash()
     keys = {t[1]: _task_key(t[2], t[3], opts) for t in tasks}
     jobs = [(*t, known.get((t[1], keys[t[1]]))) for t in tasks]
     results = []
@@ -259,10 +260,10 @@ def process_all(
         )
         for res in progress:
             if res["sha256"] and not res.get("reused"):
-                journal.write(journal_line(keys[res["origin"]], res) + "\n")
+                journal.write(journal_line(keys[res["origin"]], res, code) + "\n")
                 journal.flush()
             results.append(res)
-    compact_journal(journal_path)
+    compact_journal(journal_path, code)
     return sorted(results, key=lambda r: r["origin"])
 
 

@@ -48,23 +48,27 @@ def read_journal(path: Path) -> dict[tuple[str, str], dict[str, dict[str, Any]]]
     return known
 
 
-def journal_line(key: str, res: dict[str, Any]) -> str:
+def journal_line(key: str, res: dict[str, Any], code: str) -> str:
+    """One result as a journal line; `code` is the hash of the ingest code that produced it."""
     result = {k: res[k] for k in _RESULT_FIELDS if k in res}
     return json.dumps(
-        {"origin": res["origin"], "sha256": res["sha256"], "key": key, "result": result},
+        {"origin": res["origin"], "sha256": res["sha256"], "key": key, "code": code, "result": result},
         sort_keys=True,
     )
 
 
-def compact_journal(path: Path) -> None:
-    """Keep one line per (origin, key, sha256) so reruns do not grow the journal without bound."""
+def compact_journal(path: Path, code: str) -> None:
+    """Keep one line per (origin, key, sha256), and only lines of this ingest `code` (no other
+    code's line can ever match a key again), so reruns and code changes do not grow the journal
+    without bound."""
     lines = path.read_text(encoding="utf-8").splitlines()
     latest: dict[tuple[str, str, str], str] = {}
     for line in lines:
         try:
             e = json.loads(line)
-            latest[(e["origin"], e["key"], e["sha256"])] = line
-        except (ValueError, KeyError, TypeError):
+            if e.get("code") == code:
+                latest[(e["origin"], e["key"], e["sha256"])] = line
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
     if len(latest) != len(lines):
         with atomic_path(path) as tmp:
