@@ -1,8 +1,9 @@
 """The ingest journal (`data.cache_dir/ingest-journal.jsonl`): every file's result, one JSON line.
 
 A line holds the file's origin, the sha256 of its bytes, the task key (what else the result
-depends on: ingest_workers._task_key) and the result's fields, so a rerun, or a run after a kill,
-takes a file's result from here instead of decoding it again.
+depends on: ingest_workers._task_key), the hash of the ingest code that wrote it and the result's
+fields, so a rerun, or a run after a kill, takes a file's result from here instead of decoding it
+again.
 """
 
 from __future__ import annotations
