@@ -768,24 +768,9 @@ NOT_SHAPING = {
 
 
 def test_the_ingest_code_hash_covers_every_module_a_files_result_comes_from() -> None:
-    import ast
+    from test_structure import import_graph
 
-    from conftest import REPO_ROOT
-
-    package = REPO_ROOT / "src"
-
-    def imports(module: str) -> set[str]:
-        rel = Path(*module.split("."))
-        path = package / rel.with_suffix(".py")
-        if not path.is_file():
-            path = package / rel / "__init__.py"
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        return {
-            n.module
-            for n in ast.walk(tree)
-            if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("culturegan")
-        }
-
+    graph = import_graph()
     seen: set[str] = set()
     todo = ["culturegan.data.ingest_workers"]
     while todo:
@@ -793,7 +778,7 @@ def test_the_ingest_code_hash_covers_every_module_a_files_result_comes_from() ->
         if module in seen or module in NOT_SHAPING:
             continue
         seen.add(module)
-        todo += imports(module)
+        todo += graph[module]
     covered = {"culturegan." + rel.removesuffix(".py").replace("/", ".") for rel in ingest_workers.INGEST_CODE}
     assert seen == covered
     assert len(ingest_workers.ingest_code_hash()) == 16
