@@ -225,10 +225,11 @@ def _set_globals(opts: WorkerOpts | None, max_pixels: int | None, load_truncated
     ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
 
 
-def _task_key(style: str, split_hint: str, opts: WorkerOpts) -> str:
-    """What a cached result depends on besides the bytes; a change means decode again."""
+def _task_key(style: str, split_hint: str, opts: WorkerOpts, code: str) -> str:
+    """What a cached result depends on besides the bytes (`code`: ingest_code_hash()); a change
+    means decode again."""
     parts = [
-        ingest_code_hash(),
+        code,
         style,
         split_hint,
         opts.image_size,
@@ -250,7 +251,7 @@ def process_all(
 
     known = read_journal(journal_path)
     code = ingest_code_hash()
-    keys = {t[1]: _task_key(t[2], t[3], opts) for t in tasks}
+    keys = {t[1]: _task_key(t[2], t[3], opts, code) for t in tasks}
     jobs = [(*t, known.get((t[1], keys[t[1]]))) for t in tasks]
     results = []
     journal_path.parent.mkdir(parents=True, exist_ok=True)
