@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from culturegan.config import Params
 from culturegan.data import ingest_workers
 from culturegan.data.dedupe import _near_pairs, dedupe
-from culturegan.data.ingest import FAILED_REJECTS_NAME, ingest
+from culturegan.data.ingest import FAILED_REJECTS_NAME, STAGING_MARK, ingest
 from culturegan.data.journal import JOURNAL_NAME
 from culturegan.data.manifest import Reason, read_manifest, read_rejects
 from culturegan.data.prepare import prepare
@@ -717,6 +717,40 @@ def test_resume_after_interruption_completes_without_redoing_work(
     assert (tmp_path / "data" / "manifest.parquet").read_bytes() == (
         tmp_path / "clean" / "data" / "manifest.parquet"
     ).read_bytes()
+
+
+def test_a_success_removes_what_crashed_runs_into_its_root_left_staged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    small_dataset(src)
+    staging = tmp_path / "cache" / "ingest-staging"
+    # a crash at image size 48 into data/, and one into another root: both leave PNGs staged
+    count_decodes(monkeypatch, fail_at=4)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(make_params(tmp_path, src, image_size=48))
+    monkeypatch.undo()
+    count_decodes(monkeypatch, fail_at=4)
+    other = make_params(tmp_path, src, root=str(tmp_path / "other"))
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(other)
+    monkeypatch.undo()
+    unmarked = staging / "0000000000000000" / "styles" / "a.png"  # from before the mark existed
+    write(unmarked, b"png")
+    crashed = {d.name: len(list(d.rglob("*.png"))) for d in staging.iterdir()}
+    assert len(crashed) == 3 and all(n > 0 for n in crashed.values())
+
+    run(make_params(tmp_path, src))  # image size 32 into data/: succeeds
+    assert_outputs_match_manifest(tmp_path / "data")
+    left = sorted(d.name for d in staging.iterdir())
+    assert len(left) == 2 and "0000000000000000" in left  # the 48-px folder of data/ went
+    mark = json.loads((staging / next(n for n in left if n != "0000000000000000") / STAGING_MARK).read_text())
+    assert mark == {"root": str((tmp_path / "other").resolve())}
+
+    # the other root's own run then cleans up after itself
+    run(other)
+    assert_outputs_match_manifest(tmp_path / "other")
+    assert sorted(d.name for d in staging.iterdir()) == ["0000000000000000"]
 
 
 def test_changed_image_size_is_not_served_from_the_journal(

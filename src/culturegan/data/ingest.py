@@ -40,6 +40,7 @@ from culturegan.data.manifest import (
 )
 from culturegan.data.normalise import decodable_formats
 from culturegan.errors import ConfigError, IngestError
+from culturegan.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,11 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     plan = (
         plan_tasks(scan.files, fetched.root, params) if scan.files else Plan("none", [], [], set())
     )
+    staging = _staging_dir(cache_dir, root, cfg.image_size, cfg.load_size)
+    _mark_staging(staging, root)
     opts = WorkerOpts(
         root=root,
-        staging=_staging_dir(cache_dir, root, cfg.image_size, cfg.load_size),
+        staging=staging,
         image_size=cfg.image_size,
         min_source_size=cfg.min_source_size,
         max_pixels=cfg.max_pixels,
@@ -118,6 +121,7 @@ def ingest(params: Params, root: Path) -> dict[str, Any]:
     write_rejects(rejects, root)
     removed = _remove_stale(root / "styles", {r.path for r in manifest_rows})
     shutil.rmtree(opts.staging, ignore_errors=True)
+    _remove_superseded_staging(opts.staging.parent, root)
     failed_rejects.unlink(missing_ok=True)
 
     by_style: dict[str, dict[str, int]] = defaultdict(dict)
@@ -234,6 +238,37 @@ def _staging_dir(cache_dir: Path, root: Path, image_size: int, load_size: int | 
         parts.append(load_size)
     key = json.dumps(parts)
     return cache_dir / "ingest-staging" / hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+STAGING_MARK = "staging-of.json"  # in a staging folder: the data root its PNGs are for
+
+
+def _mark_staging(staging: Path, root: Path) -> None:
+    """Record which data root a staging folder serves (its name is a hash that cannot be read
+    back), so that a later successful run into that root can remove it (below)."""
+    mark = staging / STAGING_MARK
+    if not mark.is_file():
+        atomic_write_text(mark, json.dumps({"root": str(root.resolve())}))
+
+
+def _remove_superseded_staging(staging_parent: Path, root: Path) -> list[Path]:
+    """Delete the staging folders that crashed runs into `root` left under another key (other
+    ingest code, data.image_size or data.load_size): `root` now holds a complete newer run, and
+    nothing else would ever remove them. At worst a later run with that old key decodes those
+    files again. Folders of other data roots, and unmarked ones (written before the mark
+    existed), are left alone. Returns the folders removed."""
+    removed = []
+    for folder in sorted(staging_parent.iterdir()) if staging_parent.is_dir() else []:
+        try:
+            owner = json.loads((folder / STAGING_MARK).read_text())["root"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if owner == str(root.resolve()):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    if removed:
+        log.info("removed %d staging folder(s) of earlier crashed runs into %s", len(removed), root)
+    return removed
 
 
 def _swap_in(staging: Path, root: Path, rels: Iterable[str]) -> None:
