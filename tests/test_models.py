@@ -12,6 +12,7 @@ from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
 from culturegan.models.networks import (
     PatchDiscriminator,
     PatchSampleMLP,
+    ResizeConv,
     ResnetGenerator,
     count_params,
     init_weights,
@@ -175,6 +176,36 @@ def test_resize_upsampling_replaces_transposed_convs_with_the_same_parameter_cou
     assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in transposed.modules())
     assert count_params(resize) == count_params(transposed)
     assert len(resize.layers) == len(transposed.layers)  # CUT's nce_layers index both alike
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4), (16, 16)])
+def test_resize_conv_equals_upsample_pad_conv_in_value_and_gradient(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    layer = init_weights(ResizeConv(6, 5, bias=True))
+    torch.nn.init.normal_(layer[2].bias)
+    x = torch.randn(3, 6, *size, dtype=torch.float64, requires_grad=True)
+    layer = layer.double()
+    fast, plain = layer(x), layer.plain_forward(x)
+    assert fast.shape == plain.shape == (3, 5, 2 * size[0], 2 * size[1])
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(plain)
+    grads = [torch.autograd.grad((y * g).sum(), (x, layer[2].weight, layer[2].bias)) for y in (layer(x), layer.plain_forward(x))]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_resize_conv_keeps_the_plain_layers_state_dict_and_the_generators_function() -> None:
+    torch.manual_seed(0)
+    g = init_weights(ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, upsample="resize")))
+    ups = [m for m in g.modules() if isinstance(m, ResizeConv)]
+    assert len(ups) == 2 and all(k.split(".")[-2] == "2" for m in ups for k in m.state_dict())
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        fast = g(x)
+        for m in ups:
+            m.forward = m.plain_forward  # the generator as it was before ResizeConv
+        plain = g(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
 
 
 def test_freshly_reset_residual_generator_returns_its_input():
