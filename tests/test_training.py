@@ -654,6 +654,17 @@ def test_bench_train_reports_throughput_memory_and_speedup_over_plain_pytorch():
     assert result["batch_size"] == 2 and result["image_size"] == SIZE
 
 
+def test_bench_plain_path_runs_the_resize_convolution_as_its_three_layers():
+    from culturegan.models.networks import ResizeConv
+    from culturegan.training.bench import _Path
+
+    cfg = tiny_params("cyclegan").train
+    for tuned in (True, False):
+        path = _Path(cfg, torch.device("cpu"), "fp32", tuned, False, 0)
+        layers = [x for m in path.nets.named().values() for x in m.modules() if isinstance(x, ResizeConv)]
+        assert len(layers) == 4 and {x.fast for x in layers} == {tuned}
+
+
 def _ddp_worker(
     rank: int, world_size: int, port: int, params_json: str, data_root: str, out: str
 ) -> None:
