@@ -5,9 +5,10 @@
 
 It measures, at 256x256 with the reference networks (ResNet generator ngf 64 / 9 blocks, PatchGAN
 ndf 64 / 3 layers), CycleGAN training steps of the plain path (fp32, eager, unfused Adam, one
-forward per input, resize-convolutions as three layers) against the tuned path (fp16 with a gradient scaler, bf16; eager and
-torch.compile; channels_last) at batch 1, 4 and 8, with peak CUDA memory; then a short real
-training of one pair on a small synthetic benchmark, with its evaluation. Every measurement is one
+forward per input, resize-convolutions as three layers) against the tuned path (fp16 with a
+gradient scaler, bf16; eager and torch.compile; channels_last) at batch 1, 4 and 8, with peak
+CUDA memory; then a short real training of one pair on a small synthetic benchmark, with its
+evaluation. Every measurement is one
 call of the project's own functions (`bench_train`, `prepare_synthetic`, `train_pair`,
 `evaluate_pair`); a failing one (torch.compile missing a compiler, say) is recorded with its error
 and the check goes on. Measurements that would not fit in the remaining budget are recorded as
