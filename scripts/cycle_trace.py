@@ -20,21 +20,21 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from culturegan.evaluation import imageops
 from culturegan.evaluation.evaluate import load_translator
 from culturegan.evaluation.imageset import load_split
 
-LUMA = np.array([0.299, 0.587, 0.114])
-
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over images of the PSNR (dB) between uint8 batches (N, H, W, 3)."""
+    """Mean over images of the PSNR (dB) between uint8 batches (N, H, W, 3). The evaluation's
+    ground_truth_metrics computes the same, but also SSIM, which refuses strips under 11 rows."""
     mse = ((a.astype(float) - b.astype(float)) ** 2).mean(axis=(1, 2, 3))
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))))
 
 
 def detail(images: np.ndarray) -> np.ndarray:
-    """Luminance minus its blur (sigma 3 px), per image: (N, H, W)."""
-    lum = images.astype(float) @ LUMA
+    """Luminance (in [0, 1]) minus its blur (sigma 3 px), per image: (N, H, W)."""
+    lum = imageops.luminance(images)
     return lum - ndimage.gaussian_filter(lum, (0, 3, 3))
 
 
