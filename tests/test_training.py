@@ -249,6 +249,24 @@ def test_lazy_r1_applies_k_times_the_penalty_on_every_kth_step_and_none_between(
     assert any(not torch.equal(eager[k], none[k]) for k in eager if k.startswith("d"))
 
 
+def test_source_cycle_scale_weighs_the_source_cycle_only_and_changes_the_update():
+    # From one initialisation and batch: the source's cycle term (x -> G -> F) is weighted by
+    # lambda_cycle * scale, the target's cycle and the identity terms keep lambda_cycle, and the
+    # generators' update differs. The scale is part of the run's fingerprint (another run).
+    runs = {}
+    for scale in (1.0, 0.5):
+        params = tiny_params("cyclegan", cyclegan={"source_cycle_scale": scale})
+        nets, opts, rt = _setup(params)
+        losses = train_step(_random_batch(), nets, opts, params.train, rt)
+        runs[scale] = (losses, _states(nets), trainer.run_fingerprint(params, Pair("photo", "inkwash")))
+    (full, full_states, full_print), (half, half_states, half_print) = runs[1.0], runs[0.5]
+    assert torch.allclose(half["cycle_a"], 0.5 * full["cycle_a"], rtol=1e-6)
+    for k in ("cycle_b", "idt_a", "idt_b", "g_ab", "g_ba"):
+        assert torch.equal(half[k], full[k]), k
+    assert any(not torch.equal(full_states[k], half_states[k]) for k in full_states if k.startswith("g_"))
+    assert full_print != half_print
+
+
 def test_bf16_autocast_step_gives_finite_losses():
     params = tiny_params("cyclegan", precision="bf16")
     nets, opts, rt = _setup(params)

@@ -63,6 +63,13 @@ class CycleGANConfig(StrictModel):
     lambda_identity: float = Field(
         0.5, ge=0, description="identity L1 weight, as a fraction of lambda_cycle (paper code's convention)"
     )
+    source_cycle_scale: float = Field(
+        1.0,
+        ge=0,
+        description="weight of the source -> target -> source cycle, as a fraction of lambda_cycle"
+        " (the reference code's lambda_A / lambda_B); the target's cycle and the identity terms keep"
+        " lambda_cycle. 1: the paper's balance",
+    )
     pool_size: int = Field(50, ge=0, description="history of generated images shown to D; 0 = none")
 
 

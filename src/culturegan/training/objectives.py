@@ -214,7 +214,7 @@ def cyclegan_step(
         loss_idt_a = _l1(idt_a, real_a) * lam_idt if use_idt else zero  # F(x) ~ x
         loss_g_ab = _gan_loss(nets.d_b(aug(fake_b)), True)
         loss_g_ba = _gan_loss(nets.d_a(aug(fake_a)), True)
-        loss_cycle_a = _l1(rec_a, real_a) * lam_cyc
+        loss_cycle_a = _l1(rec_a, real_a) * (lam_cyc * cfg.cyclegan.source_cycle_scale)  # x -> G -> F
         loss_cycle_b = _l1(rec_b, real_b) * lam_cyc
         loss_g = loss_g_ab + loss_g_ba + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
     rt.backward_step(loss_g, opts.g, nets.generators)
