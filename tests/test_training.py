@@ -274,6 +274,56 @@ def test_bf16_autocast_step_gives_finite_losses():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+@pytest.mark.parametrize(
+    ("objective", "extra"),
+    [
+        ("cyclegan", {"discriminator": {"r1_gamma": 0.01, "r1_every": 1}}),
+        ("cut", {}),
+        ("cyclegan", {"generator": {"norm": "batch"}, "discriminator": {"norm": "batch"}}),
+    ],
+)
+def test_bf16_full_steps_fp32_masters_on_the_gradients_of_bf16_copies(objective, extra):
+    # bf16-full runs the step on bf16 copies of the networks; Adam must step the fp32 masters
+    # (the networks the trainer holds), on the copies' gradients, and the copies must then hold
+    # the masters' new weights. Adam's first update is about lr * sign(gradient): the masters must
+    # move as the fp32 path's do wherever the signs agree, and bf16 rounding flips the sign of
+    # small gradients (about 1 weight in 10 here) as often under bf16 autocast as in bf16-full.
+    moved = {}
+    for precision in ("fp32", "bf16", "bf16-full"):
+        params = tiny_params(objective, precision=precision, **extra)
+        nets, opts, rt = _setup(params)
+        before = _states(nets)
+        losses = train_step(_random_batch(), nets, opts, params.train, rt)
+        assert all(torch.isfinite(v) for v in losses.values())
+        after = _states(nets)
+        # weights only: biases before an InstanceNorm have a gradient of 0 plus rounding
+        moved[precision] = {k: after[k] - before[k] for k in before if k.endswith("weight")}
+        if precision != "bf16-full":
+            assert rt.shadow is None
+            continue
+        assert rt.shadow is not None and rt.shadow is not nets
+        for name, master in nets.named().items():
+            shadow = rt.shadow.named()[name]
+            for (k, p), c in zip(master.named_parameters(), shadow.parameters(), strict=True):
+                assert p.dtype == torch.float32 and c.dtype == torch.bfloat16, (name, k)
+                assert torch.equal(c, p.to(torch.bfloat16)), (name, k)
+                assert c.grad is None, (name, k)
+            for b_m, b_c in zip(master.buffers(), shadow.buffers(), strict=True):
+                assert torch.equal(b_m, b_c.to(b_m.dtype)), name  # BatchNorm statistics
+        masters = {id(p) for m in nets.named().values() for p in m.parameters()}
+        for opt in (opts.g, opts.d):
+            assert {id(p) for p in opt.params} <= masters
+            assert all(s["exp_avg"].dtype == torch.float32 for s in opt.state.values())
+
+    def sign_agreement(precision: str) -> float:
+        ref, other = moved["fp32"], moved[precision]
+        same = sum(int((torch.sign(ref[k]) == torch.sign(other[k])).sum()) for k in ref)
+        return same / sum(v.numel() for v in ref.values())
+
+    assert sign_agreement("bf16-full") > 0.85
+    assert sign_agreement("bf16-full") >= sign_agreement("bf16") - 0.02
+
+
 def test_discriminator_learns_to_separate_trivially_different_images():
     # D of CUT against a frozen-at-init generator whose outputs sit near 0, versus real images
     # near +1: after a few dozen D steps real and fake scores must be clearly apart.
@@ -471,7 +521,11 @@ class SimulatedKill(Exception):
 
 @pytest.mark.parametrize(
     ("objective", "extra"),
-    [("cyclegan", {}), ("cut", {"precision": "auto", "cut": {"flip_equivariance": True}})],
+    [
+        ("cyclegan", {}),
+        ("cut", {"precision": "auto", "cut": {"flip_equivariance": True}}),
+        ("cyclegan", {"precision": "bf16-full"}),
+    ],
 )
 def test_resume_after_kill_gives_same_weights_as_uninterrupted_run(
     data_root, tmp_path, monkeypatch, objective, extra

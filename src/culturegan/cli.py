@@ -240,7 +240,7 @@ def bench_train_cmd(
         typer.Option(help="prepared data root: time steps on the pair's images through the training loader (default: random tensors)"),
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    precision: Annotated[str | None, typer.Option(help="fp32, bf16, fp16 (default: train.precision)")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, bf16, bf16-full, fp16 (default: train.precision)")] = None,
     channels_last: Annotated[bool | None, typer.Option(help="NHWC memory format")] = None,
     compile: Annotated[bool | None, typer.Option(help="torch.compile")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch size (default: train.batch_size)")] = None,

@@ -143,8 +143,11 @@ class TrainConfig(StrictModel):
     cyclegan: CycleGANConfig = Field(default_factory=CycleGANConfig)
     cut: CUTConfig = Field(default_factory=CUTConfig)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda if available")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="autocast dtype; auto: bf16 on Ampere+ CUDA and on CPUs with native bf16"
+    precision: Literal["auto", "fp32", "bf16", "bf16-full", "fp16"] = Field(
+        "auto",
+        description="autocast dtype; auto: bf16 on Ampere+ CUDA and on CPUs with native bf16; "
+        "bf16-full: the networks themselves in bf16 (no autocast casts), fp32 master weights in "
+        "Adam, the weight average and checkpoints",
     )
     channels_last: bool = Field(False, description="NHWC memory format (helps on CUDA tensor cores)")
     compile: bool = Field(False, description="torch.compile the networks (slow start, faster steps)")

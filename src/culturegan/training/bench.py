@@ -27,6 +27,7 @@ from culturegan.training.objectives import (
     Optimizers,
     build_nets,
     build_optimizers,
+    compute_nets,
     train_step,
 )
 from culturegan.training.runtime import Runtime, World, resolve_precision
@@ -86,7 +87,7 @@ class _Path:
         self.rt: Runtime = make_runtime(cfg, device, precision, World(), seed, tuned=tuned)
         if compile_:
             kwargs = {"backend": compile_backend} if compile_backend else {}
-            for m in self.nets.named().values():
+            for m in compute_nets(self.nets, self.rt).named().values():
                 m.compile(**kwargs)
         self.precision = precision
         self.warmup_s = 0.0

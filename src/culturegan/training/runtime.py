@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -165,7 +166,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "bf16-full": None, "fp16": torch.float16}
+# Precisions whose steps run on low-precision copies of the networks (Runtime.bind_shadow).
+WEIGHT_DTYPES = {"bf16-full": torch.bfloat16}
 
 
 @dataclass
@@ -183,6 +186,39 @@ class Runtime:
     rng: torch.Generator = field(default_factory=torch.Generator)  # patch ids, pool, flips (CPU)
     pools: dict[str, ImagePool] = field(default_factory=dict)
     scaler: torch.amp.GradScaler | None = None
+    # bf16-full: the networks a step runs (objectives.compute_nets makes them), and for each of
+    # their parameters the fp32 master parameter that the optimiser steps.
+    shadow: Any = None
+    master_of: dict[nn.Parameter, nn.Parameter] = field(default_factory=dict)
+    shadow_pairs: list[tuple[nn.Module, nn.Module]] = field(default_factory=list)
+
+    @property
+    def weights_dtype(self) -> torch.dtype | None:
+        """The dtype of the networks' own weights in a step, if not those of the masters."""
+        return WEIGHT_DTYPES.get(self.precision)
+
+    def bind_shadow(self, shadow: Any, masters: list[nn.Module], copies: list[nn.Module]) -> None:
+        """Make `copies` (low-precision deep copies of `masters`, module by module) the networks
+        that steps run; backward_step hands their gradients to the masters' parameters."""
+        self.shadow = shadow
+        self.shadow_pairs = list(zip(masters, copies, strict=True))
+        self.master_of = {
+            c: m
+            for master, copy in self.shadow_pairs
+            for m, c in zip(master.parameters(), copy.parameters(), strict=True)
+        }
+
+    def unbind_shadow(self) -> None:
+        """Forget the copies (after the masters were loaded from a checkpoint): the next step
+        makes them again from the masters."""
+        self.shadow, self.master_of, self.shadow_pairs = None, {}, []
+
+    @torch.no_grad()
+    def sync_buffers(self) -> None:
+        """Buffers (BatchNorm statistics) that a step updated in the copies, back to the masters."""
+        for master, copy in self.shadow_pairs:
+            for b_m, b_c in zip(master.buffers(), copy.buffers(), strict=True):
+                b_m.copy_(b_c)
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         dtype = AUTOCAST_DTYPES[self.precision]
@@ -191,7 +227,7 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.device, non_blocking=True)
+        x = x.to(self.device, dtype=self.weights_dtype or x.dtype, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def backward_step(
@@ -207,6 +243,19 @@ class Runtime:
             self.scaler.scale(loss).backward(inputs=params)
             self.world.all_reduce_grads(modules)
             self.scaler.step(opt)
+        elif self.master_of:
+            # bf16-full: Adam steps the fp32 masters on the copies' gradients, and the copies
+            # take the new weights, rounded to their dtype.
+            loss.backward(inputs=params)
+            self.world.all_reduce_grads(modules)
+            for p in params:
+                master = self.master_of[p]
+                master.grad = None if p.grad is None else p.grad.to(master.dtype)
+                p.grad = None
+            opt.step()
+            with torch.no_grad():
+                for p in params:
+                    p.copy_(self.master_of[p])
         else:
             loss.backward(inputs=params)
             self.world.all_reduce_grads(modules)

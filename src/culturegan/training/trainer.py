@@ -41,6 +41,7 @@ from culturegan.training.objectives import (
     Optimizers,
     build_nets,
     build_optimizers,
+    compute_nets,
     train_step,
 )
 from culturegan.training.outputs import write_outputs, write_sample_grid
@@ -210,6 +211,7 @@ class TrainState:
     def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
         for name, module in self.nets.named().items():
             load_state(module, state["nets"][name], path, f"network {name}")
+        self.rt.unbind_shadow()  # bf16-full: the next step copies the loaded weights
         for name, avg in self.ema.items():
             load_state(avg, state["ema"].get(name), path, f"the weight average of {name}")
         load_state(self.opts.g, state["opts"]["g"], path, "the generator optimiser")
@@ -351,7 +353,7 @@ def train_pair(
             )
         start = state.step
         if cfg.compile:
-            for m in state.nets.named().values():
+            for m in compute_nets(state.nets, state.rt).named().values():
                 m.compile()  # in place: state_dict keys stay those of the plain module
         log.info(
             "%s: %s on %s, %s, %d process(es)", pair, cfg.objective, device, precision, world.size
