@@ -33,7 +33,8 @@ def test_gpu_check_quick_cpu_dry_run_writes_every_section(tmp_path: Path):
         kinds = {(r["kind"], r["precision"], r["compile"], r["channels_last"])
                  for r in measured if r["batch"] == batch}
         assert {("plain", "fp32", False, False), ("tuned", "bf16", False, False),
-                ("tuned", "bf16", False, True), ("tuned", "bf16", True, False)} <= kinds
+                ("tuned", "bf16", False, True), ("tuned", "bf16", True, False),
+                ("tuned", "bf16-full", False, False)} <= kinds
         fp16 = [r for r in rows if r["batch"] == batch and r["precision"] == "fp16"]
         assert fp16 and all(r["status"] == "skipped" for r in fp16)  # CUDA only, recorded
     assert all(r["images_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in measured)

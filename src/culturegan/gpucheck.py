@@ -220,7 +220,7 @@ def measure_matrix(check: Check, device: str, sizes: dict[str, Any]) -> None:
     cuda = device.startswith("cuda")
     # (kind, precision, channels_last); each alone in its process' memory, so peaks compare.
     variants = [("plain", "fp32", False), ("tuned", "bf16", False), ("tuned", "fp16", False),
-                ("tuned", "bf16", True)]
+                ("tuned", "bf16", True), ("tuned", "bf16-full", False)]
     for batch in sizes["batches"]:
         for kind, precision, cl in variants:
             head = {"kind": kind, "batch": batch, "precision": precision, "compile": False,
