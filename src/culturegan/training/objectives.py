@@ -394,7 +394,9 @@ def compute_nets(nets: Nets, rt: Runtime) -> Nets:
     weight average follows and that checkpoints and outputs hold (Runtime.backward_step).
 
     Without autocast's casts around every convolution, and with padding, norms and their
-    backward in bf16 too, a CPU step is about 10 % faster than bf16 autocast (docs/benchmarks.md).
+    backward in bf16 too, a CPU step of the reference's 64 px networks (ngf 32) is about 10 %
+    faster than under bf16 autocast; at 128 px with ngf 64, and at the default's networks, it
+    gains nothing measurable (docs/benchmarks.md).
     """
     dtype = rt.weights_dtype
     if dtype is None:
