@@ -239,15 +239,13 @@ class Runtime:
         input leaf (and any other leaf) gets none, so autograd skips the work of computing it.
         """
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward(inputs=params)
+        self.world.all_reduce_grads(modules)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward(inputs=params)
-            self.world.all_reduce_grads(modules)
             self.scaler.step(opt)
         elif self.master_of:
             # bf16-full: Adam steps the fp32 masters on the copies' gradients, and the copies
             # take the new weights, rounded to their dtype.
-            loss.backward(inputs=params)
-            self.world.all_reduce_grads(modules)
             for p in params:
                 master = self.master_of[p]
                 master.grad = None if p.grad is None else p.grad.to(master.dtype)
@@ -257,8 +255,6 @@ class Runtime:
                 for p in params:
                     p.copy_(self.master_of[p])
         else:
-            loss.backward(inputs=params)
-            self.world.all_reduce_grads(modules)
             opt.step()
 
     def pool_query(self, name: str, fakes: torch.Tensor) -> torch.Tensor:
