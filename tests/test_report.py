@@ -269,6 +269,28 @@ def test_the_synthetic_data_caveat_is_shown_only_for_synthetic_data(tmp_path: Pa
         assert "Few domains" in html  # the other caveats hold for any data
 
 
+def test_an_unequal_cycle_weighting_is_named_as_a_caveat_on_the_asymmetry(tmp_path: Path):
+    """source_cycle_scale != 1 trains A->B and B->A unequally: the report must say so, since its
+    asymmetry figure compares exactly those two. Not for the symmetric recipe, nor for CUT (one
+    model per direction, no cycle)."""
+    records = [fake_record("photo-inkwash", 0, 0.5)]
+    culture = culture_dict(STYLES4, distinct_matrix(4))
+    for name, train, shown in (
+        ("half", {"cyclegan": {"source_cycle_scale": 0.5}}, True),
+        ("equal", {}, False),
+        ("cut", {"objective": "cut", "cyclegan": {"source_cycle_scale": 0.5}}, False),
+    ):
+        params = Params.model_validate({"train": train, "analysis": {"bootstrap_samples": 200}})
+        out = tmp_path / name
+        analysis = analyze_records(params, records, culture, out)
+        unequal = [c for c in analysis["caveats"] if c.startswith("Unequal recipe")]
+        assert bool(unequal) is shown, name
+        html = render_report(analysis, out).read_text(encoding="utf-8")
+        assert ("Unequal recipe" in html) is shown, name
+        if shown:
+            assert "source_cycle_scale is 0.5" in unequal[0]
+
+
 def test_every_directed_pair_lists_its_training_run_the_reverse_of_a_cyclegan_included(
     tmp_path: Path,
 ):

@@ -263,7 +263,10 @@ def analyze_records(
         "figures": figures,
         "tidy": str(out_dir / TIDY_CSV),
         "n_tidy_rows": len(tidy),
-        "caveats": caveats(params.data.is_synthetic),
+        "caveats": caveats(
+            params.data.is_synthetic,
+            params.train.cyclegan.source_cycle_scale if params.train.objective == "cyclegan" else None,
+        ),
     }
     analysis = _clean(analysis)
     atomic_write_text(

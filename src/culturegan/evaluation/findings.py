@@ -35,9 +35,19 @@ CAVEATS = [
 ]
 
 
-def caveats(synthetic: bool) -> list[str]:
-    """The standing caveats; the one about synthetic data only when the data are synthetic."""
-    return [c for c in CAVEATS if synthetic or c != SYNTHETIC_CAVEAT]
+def caveats(synthetic: bool, source_cycle_scale: float | None = None) -> list[str]:
+    """The standing caveats; the one about synthetic data only when the data are synthetic, and one
+    about the recipe when CycleGAN weighted the two cycles of each pair unequally
+    (`source_cycle_scale`: the CycleGAN runs' train.cyclegan.source_cycle_scale; None for CUT)."""
+    out = [c for c in CAVEATS if synthetic or c != SYNTHETIC_CAVEAT]
+    if source_cycle_scale is not None and source_cycle_scale != 1.0:
+        out.append(
+            f"Unequal recipe: train.cyclegan.source_cycle_scale is {source_cycle_scale:g}, so each "
+            "pair's source -> target -> source cycle weighed that much of the target's. A->B and "
+            "B->A were trained unequally, and part of any difference between them (the asymmetry "
+            "figure) is the recipe's, not the styles'."
+        )
+    return out
 
 
 def _p_text(perm: dict[str, Any]) -> str:
