@@ -266,6 +266,20 @@ def test_the_stage_closure_follows_the_cli_into_the_stage_function_and_deferred_
     assert _runs_code(package_modules()["culturegan.evaluation.imageops"])
 
 
+@pytest.mark.parametrize("name", ["classifier", "culture"])
+def test_the_classifier_and_culture_stages_run_no_generator_code(name: str):
+    """They come before any GAN: an edit to the generator's or the trainer's code must not make
+    `dvc repro` retrain the style classifier (minutes; ~17 on the real-art profile) or recompute
+    the cultural distances. So they save tensors through culturegan.torchfile, not the training
+    checkpoints, and their deps name neither networks.py nor checkpoint.py."""
+    closure = import_closure(stage_entry_modules(name))
+    assert "culturegan.evaluation.classifier" in closure
+    generator_code = sorted(m for m in closure if m.startswith(("culturegan.models", "culturegan.training")))
+    assert not generator_code, f"stage {name} imports {generator_code}"
+    deps = [d for d in DVC["stages"][name]["deps"] if d.startswith("src/")]
+    assert not [d for d in deps if d.startswith(("src/culturegan/models", "src/culturegan/training"))]
+
+
 @pytest.mark.parametrize("name", sorted(DVC["stages"]))
 def test_each_stage_depends_on_the_source_of_every_module_it_runs(name: str):
     """Else `dvc repro` keeps the stage's results when a module it runs changes (stale results)."""

@@ -24,7 +24,7 @@ from culturegan.errors import CheckpointError, ValidationFailed
 from culturegan.evaluation.imageops import tiles
 from culturegan.evaluation.imageset import load_split, manifest_styles
 from culturegan.fileio import atomic_write_text
-from culturegan.training.checkpoint import save_torch_file
+from culturegan.torchfile import save_torch_file
 
 log = logging.getLogger(__name__)
 

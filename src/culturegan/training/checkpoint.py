@@ -6,7 +6,6 @@ weights_only=True)` reads it back without unpickling arbitrary objects.
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ from torch import nn
 
 from culturegan.config import GeneratorConfig
 from culturegan.errors import CheckpointError
-from culturegan.fileio import atomic_write_bytes
 from culturegan.models.networks import ResnetGenerator
+from culturegan.torchfile import save_torch_file
 
 FORMAT = 1
 _RESTART_HINT = "delete it, or pass --no-resume (resume=False) to start this pair from scratch"
@@ -65,20 +64,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def torch_bytes(obj: Any) -> bytes:
-    """`torch.save` output that depends on `obj` only: saved to a path, the zip's records are
-    named after the file (a random temp name here), so the same weights gave new bytes and DVC
-    saw a new output on every run."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-def save_torch_file(path: Path, obj: Any) -> None:
-    """`torch.save(obj, path)`, atomic and deterministic (see torch_bytes)."""
-    atomic_write_bytes(path, torch_bytes(obj))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
