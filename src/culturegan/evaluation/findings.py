@@ -43,9 +43,9 @@ def caveats(synthetic: bool, source_cycle_scale: float | None = None) -> list[st
     if source_cycle_scale is not None and source_cycle_scale != 1.0:
         out.append(
             f"Unequal recipe: train.cyclegan.source_cycle_scale is {source_cycle_scale:g}, so each "
-            "pair's source -> target -> source cycle weighed that much of the target's. A->B and "
-            "B->A were trained unequally, and part of any difference between them (the asymmetry "
-            "figure) is the recipe's, not the styles'."
+            f"pair's source -> target -> source cycle weighed {source_cycle_scale:g} times its "
+            "target -> source -> target cycle. A->B and B->A were trained unequally, and part of "
+            "any difference between them (the asymmetry figure) is the recipe's, not the styles'."
         )
     return out
 
