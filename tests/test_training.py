@@ -1066,6 +1066,7 @@ def test_the_code_hash_changes_with_the_training_source_and_with_nothing_else(tm
             "training/sub/step.py": "y = 2\n",
             "models/nets.py": "z = 3\n",
             "data/manifest.py": "m = 4\n",
+            "torchfile.py": "t = 7\n",
             "data/ingest.py": "i = 5\n",
             "cli.py": "c = 6\n",
             "training/notes.txt": "not code\n",
@@ -1081,5 +1082,5 @@ def test_the_code_hash_changes_with_the_training_source_and_with_nothing_else(tm
     for i, rel in enumerate(["data/ingest.py", "cli.py", "training/notes.txt"]):
         assert trainer.code_hash(package(f"same{i}", {rel: "changed\n"})) == base, rel
     # any training source file, nested ones too, or a new one: another run
-    for i, rel in enumerate(["training/loop.py", "training/sub/step.py", "models/nets.py", "data/manifest.py", "training/new.py"]):
+    for i, rel in enumerate(["training/loop.py", "training/sub/step.py", "models/nets.py", "data/manifest.py", "torchfile.py", "training/new.py"]):
         assert trainer.code_hash(package(f"other{i}", {rel: "changed\n"})) != base, rel

@@ -107,7 +107,7 @@ def check_sizes(cfg: TrainConfig, image_size: int) -> None:
 
 # The package's source that shapes a training run besides its config: the src/culturegan paths
 # that the train stage of dvc.yaml depends on (tests/test_training.py keeps the two equal).
-TRAINING_CODE = ("training", "models", "data/manifest.py")
+TRAINING_CODE = ("training", "models", "data/manifest.py", "torchfile.py")
 
 
 def training_code_hash() -> str:
