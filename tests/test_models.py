@@ -47,6 +47,30 @@ def test_generator_keeps_image_shape_and_tanh_range(norm, size):
     assert y.abs().max() <= 1
 
 
+def test_decoder_norm_sets_only_the_two_upsampling_layers_norms_and_same_is_the_plain_generator():
+    nb = 2
+    mixed = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=nb, decoder_norm="batch"))
+    up_norms = {11 + nb, 14 + nb}  # after each upsampling conv (layers 10+nb and 13+nb)
+    norms = (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)
+    kinds = {i: type(m) for i, m in enumerate(mixed.layers) if isinstance(m, norms)}
+    assert {i for i, k in kinds.items() if k is torch.nn.BatchNorm2d} == up_norms
+    assert all(k is torch.nn.InstanceNorm2d for i, k in kinds.items() if i not in up_norms)
+    blocks = [m for m in mixed.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert len(blocks) == 3 + 2 * nb  # stem, two downsamplings, two per residual block
+    for i in (10 + nb, 13 + nb):  # a bias before BatchNorm is cancelled: the upsampling convs have none
+        assert mixed.layers[i][2].bias is None
+    init_weights(mixed)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    assert mixed(x).shape == x.shape
+    mixed.eval()  # running statistics, so one image alone is fine
+    assert mixed(x[:1]).shape == (1, 3, 16, 16)
+    # "same" builds the generator that has no decoder_norm at all, key for key
+    same = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=nb, decoder_norm="same"))
+    plain = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=nb))
+    assert same.state_dict().keys() == plain.state_dict().keys()
+    assert count_params(same) == count_params(plain)
+
+
 def test_generator_features_match_declared_channels_and_one_pass_equals_encoder_only_pass():
     g = init_weights(ResnetGenerator(TINY_G))
     layers = (0, 4, 8, 12, 16)

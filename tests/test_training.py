@@ -135,6 +135,7 @@ OBJECTIVES = [
     ("fastcut", {}),
     ("fastcut", {"cut": {"flip_equivariance": True}}),
     ("cut", {"generator": {"norm": "batch"}, "discriminator": {"norm": "batch"}}),
+    ("cyclegan", {"generator": {"decoder_norm": "batch"}}),
     (
         "cyclegan",
         {"generator": {"norm": "none"}, "cyclegan": {"lambda_identity": 0.0, "pool_size": 0}},
@@ -891,8 +892,11 @@ def test_batch_norm_with_several_cpu_processes_is_a_config_error_and_instance_no
 
     data = load_pair(data_root, PAIR, SIZE, torch.device("cpu"))
     batch = tiny_params("cyclegan", generator={"norm": "batch"})
-    with pytest.raises(ConfigError, match="norm 'batch' with 2 training processes on cpu"):
+    with pytest.raises(ConfigError, match="of 'batch'\\) with 2 training processes on cpu"):
         trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(0, 2), 0)
+    decoder = tiny_params("cyclegan", generator={"decoder_norm": "batch"})  # 2 layers in each of G, F
+    with pytest.raises(ConfigError, match="4 BatchNorm layers"):
+        trainer.build_state(decoder, data, torch.device("cpu"), "fp32", World(0, 2), 0)
     trainer.build_state(batch, data, torch.device("cpu"), "fp32", World(), 0)  # one process: plain BatchNorm
     trainer.build_state(tiny_params("cyclegan"), data, torch.device("cpu"), "fp32", World(0, 2), 0)
 

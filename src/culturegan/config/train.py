@@ -23,6 +23,11 @@ class GeneratorConfig(StrictModel):
     ngf: int = Field(16, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
     n_blocks: int = Field(6, ge=0, le=32, description="residual blocks at 1/4 resolution (reference: 9)")
     norm: Literal["instance", "batch", "none"] = "instance"
+    decoder_norm: Literal["same", "instance", "batch", "none"] = Field(
+        "same",
+        description="normalisation of the two upsampling layers; same: as norm. batch with"
+        " instance norm elsewhere: paler, cleaner skies at 480 steps (docs/quality.md)",
+    )
     upsample: Literal["resize", "transposed"] = Field(
         "resize",
         description="resize: nearest 2x then a 3x3 conv (no checkerboard, Odena et al. 2016);"

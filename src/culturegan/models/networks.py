@@ -107,6 +107,9 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, d2ngf, d4ngf, R4ngf x n_blocks, u2ngf, ungf, c7s1-3; images in [-1, 1].
 
+    cfg.norm normalises every layer but the two upsamplings (u2ngf, ungf), which use
+    cfg.decoder_norm ("same": cfg.norm too).
+
     With cfg.residual the last layer's output is added to the input (in atanh space) rather than
     being the image, so a freshly reset generator is the identity map.
 
@@ -138,9 +141,11 @@ class ResnetGenerator(nn.Module):
         for _ in range(cfg.n_blocks):
             layers.append(ResnetBlock(width, norm))
             channels.append(width)
+        up_norm = norm if cfg.decoder_norm == "same" else cfg.decoder_norm
         for i in range(N_DOWN):
             c_in, c_out = ngf * 2 ** (N_DOWN - i), ngf * 2 ** (N_DOWN - i - 1)
-            layers += [_upsample(cfg.upsample, c_in, c_out, bias), _norm(norm, c_out), nn.ReLU(True)]
+            up = _upsample(cfg.upsample, c_in, c_out, _conv_bias(up_norm))
+            layers += [up, _norm(up_norm, c_out), nn.ReLU(True)]
             channels += [c_out] * 3
         # Residual mode: the head's output is a change in tanh-preactivation space, added to the
         # input's (see forward); its last conv starts at zero, so G starts as the identity.

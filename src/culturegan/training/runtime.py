@@ -120,9 +120,11 @@ def sync_batchnorm(modules: Iterable[nn.Module], world: World, device: torch.dev
     found = sum(isinstance(x, nn.modules.batchnorm._BatchNorm) for m in modules for x in m.modules())
     if found and device.type != "cuda":
         raise ConfigError(
-            f"norm 'batch' with {world.size} training processes on {device.type} cannot be synchronised"
+            f"{found} BatchNorm layers (a norm or decoder_norm of 'batch') with {world.size}"
+            f" training processes on {device.type} cannot be synchronised"
             " (PyTorch's SyncBatchNorm needs GPUs)",
-            hint="use norm: instance (the default), train in one process, or on CUDA",
+            hint="use norm: instance and decoder_norm: same (the defaults), train in one process,"
+            " or on CUDA",
         )
     for m in modules:
         if nn.SyncBatchNorm.convert_sync_batchnorm(m) is not m:  # only a bare BatchNorm root is replaced
