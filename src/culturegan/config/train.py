@@ -26,7 +26,7 @@ class GeneratorConfig(StrictModel):
     decoder_norm: Literal["same", "instance", "batch", "none"] = Field(
         "same",
         description="normalisation of the two upsampling layers; same: as norm. batch with"
-        " instance norm elsewhere: paler, cleaner skies at 480 steps (docs/quality.md)",
+        " instance norm elsewhere: paler skies into ukiyoe, lower KID gain (docs/quality.md)",
     )
     upsample: Literal["resize", "transposed"] = Field(
         "resize",
