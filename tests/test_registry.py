@@ -539,6 +539,7 @@ def test_model_carries_signature_example_requirements_and_config(champion: dict[
         "ngf": 4,
         "n_blocks": 1,
         "norm": "instance",
+        "decoder_norm": "same",
         "upsample": "resize",
         "residual": False,
     }
