@@ -97,12 +97,16 @@ def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, fl
     return {"images_per_s": b * STEPS / sum(its[WARMUP : WARMUP + STEPS]), "peak_rss_mb": rss}
 
 
-def run_ours(args: argparse.Namespace, params: Path, precision: str) -> dict[str, float]:
+def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, float]:
+    # "bf16" etc.: as training runs; "bf16:serial": CycleGAN's directions in turn, not side by side
+    precision, _, mode = spec.partition(":")
+    side_by_side = False if mode == "serial" else None
     code = (
         "import json; from pathlib import Path; from culturegan.config import load_params; "
         "from culturegan.training.bench import bench_train; "
         f"r = bench_train(load_params({str(params)!r}), data_root=Path({str(Path(args.data).resolve())!r}), "
-        f"precision={precision!r}, batch_size={args.batch}, steps={STEPS}, rounds=1, warmup={WARMUP}); "
+        f"precision={precision!r}, batch_size={args.batch}, steps={STEPS}, rounds=1, warmup={WARMUP}, "
+        f"side_by_side={side_by_side!r}); "
         "print('RESULT', json.dumps(r['tuned']))"
     )
     text, rss = timed([sys.executable, "-c", code], ROOT)
@@ -121,7 +125,11 @@ def main() -> None:
     ap.add_argument("--ngf", type=int, default=32)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--precision", nargs="+", default=["bf16-full", "bf16"])
+    ap.add_argument(
+        "--precision", nargs="+", default=["bf16-full", "bf16"],
+        help="culturegan variants, each a train.precision, optionally with ':serial' (the two "
+        "directions in turn rather than side by side in two threads)",
+    )
     ap.add_argument("--out", type=Path, help="append the result as one JSON line here")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

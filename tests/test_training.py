@@ -171,23 +171,95 @@ def test_train_step_returns_finite_losses_and_updates_every_network(objective, e
 
 
 @pytest.mark.parametrize("r1_gamma", [0.0, 1.0])
-@pytest.mark.parametrize("objective", ["cyclegan", "cut"])
-def test_batched_forward_calls_compute_the_same_update_as_separate_calls(objective, r1_gamma):
+@pytest.mark.parametrize(
+    ("objective", "extra"),
+    [("cyclegan", {}), ("cyclegan", {"cyclegan": {"lambda_identity": 0.0}}), ("cut", {})],
+)
+def test_batched_and_side_by_side_steps_compute_the_same_update_as_separate_calls(
+    objective, extra, r1_gamma
+):
     # The tuned path concatenates inputs into fewer generator/discriminator passes; with
     # per-image normalisation that must not change the maths, the R1 penalty's included (it
-    # must take the gradient at the real rows of the concatenation only).
-    params = tiny_params(objective, discriminator={"r1_gamma": r1_gamma})
+    # must take the gradient at the real rows of the concatenation only). On a CPU with two or
+    # more threads CycleGAN's tuned step runs its two directions side by side in two threads,
+    # each with its own backward: the summed gradients must be the same update again.
+    params = tiny_params(objective, discriminator={"r1_gamma": r1_gamma}, **extra)
+    ways = [(True, 0), (False, 0)] + ([(True, 1)] if objective == "cyclegan" else [])
     results = []
-    for tuned in (True, False):
+    for tuned, split in ways:
         nets, opts, rt = _setup(params, tuned=tuned)
+        rt.split_threads = split
         for i in range(2):
-            losses = train_step(_random_batch(seed=i), nets, opts, params.train, rt)
+            losses = train_step(_random_batch(seed=i), nets, opts, params.train, rt, step=i)
         results.append((_outputs(nets), losses))
-    (s1, l1), (s2, l2) = results
-    for k in s1:
-        assert torch.allclose(s1[k], s2[k], atol=1e-4), k
-    for k in l1:
-        assert torch.allclose(l1[k], l2[k], atol=1e-5), k
+    s1, l1 = results[0]
+    for s2, l2 in results[1:]:
+        assert set(l1) == set(l2)
+        for k in s1:
+            assert torch.allclose(s1[k], s2[k], atol=1e-4), k
+        for k in l1:
+            assert torch.allclose(l1[k], l2[k], atol=1e-5), k
+
+
+def test_side_by_side_steps_are_bit_reproducible_and_keep_the_thread_count():
+    # Two threads add their gradients to the same parameters in no fixed order; a sum of two
+    # terms is the same either way, so a seeded run still gives the same weights bit for bit.
+    params = tiny_params("cyclegan", discriminator={"r1_gamma": 0.01, "r1_every": 2})
+    before = torch.get_num_threads()
+    runs = []
+    for _ in range(2):
+        nets, opts, rt = _setup(params)
+        rt.split_threads = 1
+        for i in range(3):
+            train_step(_random_batch(seed=i), nets, opts, params.train, rt, step=i)
+        runs.append(_states(nets))
+        assert torch.get_num_threads() == before
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_side_by_side_runs_both_halves_and_raises_either_ones_error():
+    rt = Runtime(torch.device("cpu"), split_threads=1)
+    before = torch.get_num_threads()
+    assert rt.side_by_side(lambda: torch.get_num_threads(), lambda: torch.get_num_threads()) == (1, 1)
+    assert torch.get_num_threads() == before
+
+    def fail(name: str):
+        def f():
+            raise ValueError(name)
+
+        return f
+
+    with pytest.raises(ValueError, match="worker"):
+        rt.side_by_side(fail("worker"), lambda: 2)
+    with pytest.raises(ValueError, match="here"):
+        rt.side_by_side(lambda: 1, fail("here"))
+    assert torch.get_num_threads() == before
+    assert Runtime(torch.device("cpu")).side_by_side(lambda: 1, lambda: 2) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("threads", "device", "objective", "extra", "expected"),
+    [
+        (2, "cpu", "cyclegan", {}, 1),
+        (4, "cpu", "cyclegan", {}, 2),
+        (1, "cpu", "cyclegan", {}, 0),
+        (2, "cuda", "cyclegan", {}, 0),
+        (2, "cpu", "cut", {}, 0),
+        (2, "cpu", "cyclegan", {"generator": {"decoder_norm": "batch"}}, 0),
+        (2, "cpu", "cyclegan", {"discriminator": {"norm": "batch"}}, 0),
+        (2, "cpu", "cyclegan", {"augment": ["translation"]}, 0),
+    ],
+)
+def test_directions_run_side_by_side_only_on_a_multi_threaded_cpu_without_batch_norm_or_augment(
+    threads, device, objective, extra, expected
+):
+    cfg = tiny_params(objective, **extra).train
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert trainer.split_threads(cfg, torch.device(device)) == expected
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_r1_penalty_is_the_mean_squared_input_gradient_of_d_at_the_real_rows():
@@ -918,6 +990,12 @@ def test_bench_train_cli_times_steps_fed_by_the_training_loader(data_root, tmp_p
     assert out["tuned"]["images_per_s"] > 0 and out["baseline"]["images_per_s"] > 0
     random = json.loads(CliRunner().invoke(app, args).stdout)
     assert random["data"] == "random" and "data_images" not in random
+    assert out["tuned"]["split_threads"] == trainer.split_threads(
+        parse_params(raw).train, torch.device("cpu")
+    )
+    assert out["baseline"]["split_threads"] == 0  # the plain path runs the directions in turn
+    serial = json.loads(CliRunner().invoke(app, [*args, "--no-side-by-side"]).stdout)
+    assert serial["tuned"]["split_threads"] == 0
 
 
 def test_training_loads_its_images_without_pandas_or_scipy(data_root: Path) -> None:

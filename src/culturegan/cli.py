@@ -246,6 +246,10 @@ def bench_train_cmd(
     batch_size: Annotated[int | None, typer.Option(help="batch size (default: train.batch_size)")] = None,
     steps: Annotated[int | None, typer.Option(help="timed steps per round")] = None,
     baseline: Annotated[bool, typer.Option(help="plain PyTorch: fp32, eager, no channels_last")] = False,
+    side_by_side: Annotated[
+        bool | None,
+        typer.Option(help="CycleGAN's two directions in two threads (default: as training decides: on a multi-threaded CPU)"),
+    ] = None,
 ) -> None:
     """Training throughput (images/s) and peak memory for a config; JSON."""
     from culturegan.training.bench import bench_train
@@ -254,6 +258,7 @@ def bench_train_cmd(
         bench_train(
             _load(params), pair=pair, device=device, precision=precision, channels_last=channels_last,
             compile=compile, batch_size=batch_size, steps=steps, baseline=baseline, data_root=data,
+            side_by_side=side_by_side,
         )
     )
 

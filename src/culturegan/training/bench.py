@@ -72,6 +72,7 @@ class _Path:
         compile_: bool,
         seed: int,
         compile_backend: str | None = None,
+        side_by_side: bool | None = None,
     ):
         self.cfg, self.device, self.tuned = cfg, device, tuned
         torch.manual_seed(seed)
@@ -85,6 +86,8 @@ class _Path:
                 m.to(memory_format=torch.channels_last)
         self.opts: Optimizers = build_optimizers(self.nets, cfg, fast=tuned)
         self.rt: Runtime = make_runtime(cfg, device, precision, World(), seed, tuned=tuned)
+        if side_by_side is False:
+            self.rt.split_threads = 0
         if compile_:
             kwargs = {"backend": compile_backend} if compile_backend else {}
             for m in compute_nets(self.nets, self.rt).named().values():
@@ -134,6 +137,7 @@ def bench_train(
     compile_backend: str | None = None,
     tuned: bool = True,
     data_root: Path | None = None,
+    side_by_side: bool | None = None,
 ) -> dict[str, Any]:
     """Full training steps (G and D updates) per second, after `warmup` steps, at the config of
     `params.train` with the given overrides; random images of data.image_size, no data needed,
@@ -145,7 +149,9 @@ def bench_train(
     `warmup_s` is the time of the warm-up steps (with torch.compile: mostly compiling);
     `tuned=False` (with `baseline`) times the plain path alone, e.g. for its own peak memory;
     `compile_backend` picks a torch.compile backend other than inductor (e.g. "eager" for a
-    quick check of the compile path without a C++ compiler).
+    quick check of the compile path without a C++ compiler). `side_by_side=False` runs
+    CycleGAN's two directions in turn where training would run them side by side in two threads
+    (trainer.split_threads); None leaves the choice to the trainer's rule.
     """
     overrides: dict[str, Any] = {}
     if channels_last is not None:
@@ -193,7 +199,7 @@ def bench_train(
     paths = {}
     if tuned:
         paths["tuned"] = _Path(
-            cfg, dev, used_precision, True, use_compile, params.seed, compile_backend
+            cfg, dev, used_precision, True, use_compile, params.seed, compile_backend, side_by_side
         )
     if baseline:
         paths["baseline"] = _Path(cfg, dev, "fp32", False, False, params.seed)
@@ -231,6 +237,7 @@ def bench_train(
             "compile": use_compile and p.tuned,
             "fused_adam": p.tuned,
             "batched_calls": p.rt.batch_calls,
+            "split_threads": p.rt.split_threads,
             "warmup_s": round(p.warmup_s, 3),
             "step_ms": round(step_s * 1e3, 2),
             "images_per_s": round(cfg.batch_size / step_s, 3),

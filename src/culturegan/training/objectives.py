@@ -195,57 +195,97 @@ def cyclegan_step(
 
     set_requires_grad(nets.discriminators, False)
     opts.g.zero_grad(set_to_none=True)
-    with rt.autocast():
-        if rt.batch_calls:
-            # Norms act per image (instance norm), so one pass over a concatenation computes
-            # exactly what separate passes would, with larger, faster convolutions.
-            out = nets.g_ab(torch.cat([real_a, real_b]) if use_idt else real_a)
-            fake_b, idt_b = out[:n], out[n:]
-            out = nets.g_ba(torch.cat([real_b, fake_b, real_a] if use_idt else [real_b, fake_b]))
-            fake_a, rec_a, idt_a = out[:n], out[n : 2 * n], out[2 * n :]
-            rec_b = nets.g_ab(fake_a)
-        else:
-            fake_b = nets.g_ab(real_a)
-            rec_a = nets.g_ba(fake_b)
-            fake_a = nets.g_ba(real_b)
-            rec_b = nets.g_ab(fake_a)
-            if use_idt:
-                idt_b, idt_a = nets.g_ab(real_b), nets.g_ba(real_a)
-        zero = real_a.new_zeros((), dtype=torch.float32)
-        loss_idt_b = _l1(idt_b, real_b) * lam_idt if use_idt else zero  # G(y) ~ y
-        loss_idt_a = _l1(idt_a, real_a) * lam_idt if use_idt else zero  # F(x) ~ x
-        loss_g_ab = _gan_loss(nets.d_b(aug(fake_b)), True)
-        loss_g_ba = _gan_loss(nets.d_a(aug(fake_a)), True)
-        loss_cycle_a = _l1(rec_a, real_a) * (lam_cyc * cfg.cyclegan.source_cycle_scale)  # x -> G -> F
-        loss_cycle_b = _l1(rec_b, real_b) * lam_cyc
-        loss_g = loss_g_ab + loss_g_ba + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
-    rt.backward_step(loss_g, opts.g, nets.generators)
+    if rt.split_threads:
+        # The two directions' terms, each with its own backward, in two threads at once: the
+        # sum of their gradients is the gradient of loss_g below.
+        def direction(
+            g: nn.Module, g_back: nn.Module, d: nn.Module, real: torch.Tensor, cycle_scale: float
+        ) -> tuple[torch.Tensor, ...]:
+            with rt.autocast():
+                fake = g(real)
+                out = g_back(torch.cat([fake, real]) if use_idt else fake)
+                loss_gan = _gan_loss(d(aug(fake)), True)
+                loss_cycle = _l1(out[:n], real) * (lam_cyc * cycle_scale)
+                loss_idt = _l1(out[n:], real) * lam_idt if use_idt else real.new_zeros((), dtype=torch.float32)
+            rt.backward(loss_gan + loss_cycle + loss_idt, nets.generators)
+            return fake.detach(), loss_gan, loss_cycle, loss_idt
+
+        (fake_b, loss_g_ab, loss_cycle_a, loss_idt_a), (fake_a, loss_g_ba, loss_cycle_b, loss_idt_b) = (
+            rt.side_by_side(
+                lambda: direction(nets.g_ab, nets.g_ba, nets.d_b, real_a, cfg.cyclegan.source_cycle_scale),
+                lambda: direction(nets.g_ba, nets.g_ab, nets.d_a, real_b, 1.0),
+            )
+        )
+        rt.optimizer_step(opts.g, nets.generators)
+    else:
+        with rt.autocast():
+            if rt.batch_calls:
+                # Norms act per image (instance norm), so one pass over a concatenation computes
+                # exactly what separate passes would, with larger, faster convolutions.
+                out = nets.g_ab(torch.cat([real_a, real_b]) if use_idt else real_a)
+                fake_b, idt_b = out[:n], out[n:]
+                out = nets.g_ba(torch.cat([real_b, fake_b, real_a] if use_idt else [real_b, fake_b]))
+                fake_a, rec_a, idt_a = out[:n], out[n : 2 * n], out[2 * n :]
+                rec_b = nets.g_ab(fake_a)
+            else:
+                fake_b = nets.g_ab(real_a)
+                rec_a = nets.g_ba(fake_b)
+                fake_a = nets.g_ba(real_b)
+                rec_b = nets.g_ab(fake_a)
+                if use_idt:
+                    idt_b, idt_a = nets.g_ab(real_b), nets.g_ba(real_a)
+            zero = real_a.new_zeros((), dtype=torch.float32)
+            loss_idt_b = _l1(idt_b, real_b) * lam_idt if use_idt else zero  # G(y) ~ y
+            loss_idt_a = _l1(idt_a, real_a) * lam_idt if use_idt else zero  # F(x) ~ x
+            loss_g_ab = _gan_loss(nets.d_b(aug(fake_b)), True)
+            loss_g_ba = _gan_loss(nets.d_a(aug(fake_a)), True)
+            loss_cycle_a = _l1(rec_a, real_a) * (lam_cyc * cfg.cyclegan.source_cycle_scale)  # x -> G -> F
+            loss_cycle_b = _l1(rec_b, real_b) * lam_cyc
+            loss_g = loss_g_ab + loss_g_ba + loss_cycle_a + loss_cycle_b + loss_idt_a + loss_idt_b
+        rt.backward_step(loss_g, opts.g, nets.generators)
 
     set_requires_grad(nets.discriminators, True)
     opts.d.zero_grad(set_to_none=True)
     pooled_b = rt.pool_query("b", fake_b)
     pooled_a = rt.pool_query("a", fake_a)
     gamma = _r1_gamma(cfg, step)
-    with rt.autocast():
-        if rt.batch_calls:
-            in_b = _r1_input(aug(torch.cat([real_b, pooled_b])), gamma)
-            in_a = _r1_input(aug(torch.cat([real_a, pooled_a])), gamma)
-            out_b, out_a = nets.d_b(in_b), nets.d_a(in_a)
-            real_b_scores, real_a_scores, reals = out_b[:n], out_a[:n], slice(0, n)
-            loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(out_b[n:], False)) * 0.5
-            loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(out_a[n:], False)) * 0.5
-        else:
-            reals = slice(None)
-            in_b = _r1_input(aug(real_b), gamma)
-            real_b_scores = nets.d_b(in_b)
-            loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(nets.d_b(aug(pooled_b)), False)) * 0.5
-            in_a = _r1_input(aug(real_a), gamma)
-            real_a_scores = nets.d_a(in_a)
-            loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(nets.d_a(aug(pooled_a)), False)) * 0.5
-        loss_r1 = None
-        if gamma > 0:
-            loss_r1 = _r1_penalty(real_b_scores, in_b, reals, rt) + _r1_penalty(real_a_scores, in_a, reals, rt)
-    rt.backward_step(_with_r1(loss_d_a + loss_d_b, loss_r1, gamma), opts.d, nets.discriminators)
+    if rt.split_threads:
+
+        def judge(d: nn.Module, real: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            with rt.autocast():
+                inputs = _r1_input(aug(torch.cat([real, pooled])), gamma)
+                out = d(inputs)
+                loss_d = (_gan_loss(out[:n], True) + _gan_loss(out[n:], False)) * 0.5
+                loss_r1 = _r1_penalty(out[:n], inputs, slice(0, n), rt) if gamma > 0 else None
+            rt.backward(_with_r1(loss_d, loss_r1, gamma), [d])
+            return loss_d, loss_r1
+
+        (loss_d_b, r1_b), (loss_d_a, r1_a) = rt.side_by_side(
+            lambda: judge(nets.d_b, real_b, pooled_b), lambda: judge(nets.d_a, real_a, pooled_a)
+        )
+        loss_r1 = r1_b + r1_a if gamma > 0 else None
+        rt.optimizer_step(opts.d, nets.discriminators)
+    else:
+        with rt.autocast():
+            if rt.batch_calls:
+                in_b = _r1_input(aug(torch.cat([real_b, pooled_b])), gamma)
+                in_a = _r1_input(aug(torch.cat([real_a, pooled_a])), gamma)
+                out_b, out_a = nets.d_b(in_b), nets.d_a(in_a)
+                real_b_scores, real_a_scores, reals = out_b[:n], out_a[:n], slice(0, n)
+                loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(out_b[n:], False)) * 0.5
+                loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(out_a[n:], False)) * 0.5
+            else:
+                reals = slice(None)
+                in_b = _r1_input(aug(real_b), gamma)
+                real_b_scores = nets.d_b(in_b)
+                loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(nets.d_b(aug(pooled_b)), False)) * 0.5
+                in_a = _r1_input(aug(real_a), gamma)
+                real_a_scores = nets.d_a(in_a)
+                loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(nets.d_a(aug(pooled_a)), False)) * 0.5
+            loss_r1 = None
+            if gamma > 0:
+                loss_r1 = _r1_penalty(real_b_scores, in_b, reals, rt) + _r1_penalty(real_a_scores, in_a, reals, rt)
+        rt.backward_step(_with_r1(loss_d_a + loss_d_b, loss_r1, gamma), opts.d, nets.discriminators)
     if rt.scaler is not None:
         rt.scaler.update()
     losses = {

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,9 @@ class Runtime:
     precision: str = "fp32"
     channels_last: bool = False
     batch_calls: bool = True  # one forward over concatenated inputs where the math allows it
+    # > 0: CycleGAN's two directions run side by side in two threads with this many intra-op
+    # threads each (side_by_side); 0: one after the other in this thread.
+    split_threads: int = 0
     world: World = field(default_factory=World)
     rng: torch.Generator = field(default_factory=torch.Generator)  # patch ids, pool, flips (CPU)
     pools: dict[str, ImagePool] = field(default_factory=dict)
@@ -235,13 +239,24 @@ class Runtime:
     def backward_step(
         self, loss: torch.Tensor, opt: Optimizer, modules: list[nn.Module]
     ) -> None:
-        """Backward, average gradients over ranks, optimiser step (through the scaler for fp16).
+        """Backward, average gradients over ranks, optimiser step (through the scaler for fp16)."""
+        self.backward(loss, modules)
+        self.optimizer_step(opt, modules)
+
+    def backward(self, loss: torch.Tensor, modules: list[nn.Module]) -> None:
+        """Add the gradients of `loss` (scaled for fp16) to the parameters of `modules`.
 
         Gradients go only to the parameters of `modules` that require grad: the R1 penalty's
         input leaf (and any other leaf) gets none, so autograd skips the work of computing it.
+        Two threads may run this at once on separate graphs (side_by_side): autograd locks each
+        parameter's accumulation, and a sum of two terms is the same in either order.
         """
         params = [p for m in modules for p in m.parameters() if p.requires_grad]
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward(inputs=params)
+
+    def optimizer_step(self, opt: Optimizer, modules: list[nn.Module]) -> None:
+        """Average the gradients of `modules` over ranks and step `opt` on them."""
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
         self.world.all_reduce_grads(modules)
         if self.scaler is not None:
             self.scaler.step(opt)
@@ -267,6 +282,41 @@ class Runtime:
         return self.world.local(pool.query(self.world.gather(fakes.detach().float()), self.rng)).to(
             fakes.dtype
         )
+
+    def side_by_side(self, f: Callable[[], Any], g: Callable[[], Any]) -> tuple[Any, Any]:
+        """(f(), g()): at once in a worker thread and this one when split_threads > 0, each with
+        split_threads intra-op threads (this thread's count is restored after), else in turn.
+
+        For small networks on a CPU, two single-threaded halves of a step keep two cores busier
+        than one step whose every operator is split over both (docs/benchmarks.md). f and g must
+        not share mutable state other than gradient accumulation, nor draw from a shared RNG:
+        their order in time is not fixed.
+        """
+        n = self.split_threads
+        if n <= 0:
+            return f(), g()
+
+        def in_worker() -> Any:
+            torch.set_num_threads(n)
+            return f()
+
+        before = torch.get_num_threads()
+        pending = _side_worker().submit(in_worker)
+        torch.set_num_threads(n)
+        try:
+            b = g()
+        except BaseException:
+            pending.exception()  # let the worker finish before the error leaves the step
+            raise
+        finally:
+            torch.set_num_threads(before)
+        return pending.result(), b
+
+
+@functools.cache
+def _side_worker() -> ThreadPoolExecutor:
+    """The one thread that runs the other half of side_by_side calls, made on first use."""
+    return ThreadPoolExecutor(1, thread_name_prefix="culturegan-side")
 
 
 def make_optimizer(

@@ -91,11 +91,29 @@ def make_runtime(
         precision=precision,
         channels_last=cfg.channels_last and tuned,
         batch_calls=tuned and cfg.generator.norm != "batch" and cfg.discriminator.norm != "batch",
+        split_threads=split_threads(cfg, device) if tuned else 0,
         world=world,
         rng=torch.Generator().manual_seed(seed),
         pools=pools,
         scaler=scaler,
     )
+
+
+def split_threads(cfg: TrainConfig, device: torch.device) -> int:
+    """Intra-op threads for each of CycleGAN's two directions run side by side
+    (Runtime.side_by_side), or 0 to run them in turn.
+
+    On a CPU with two or more torch threads, the small networks of a CycleGAN step use two cores
+    better as two single-threaded halves than as one step split operator by operator
+    (docs/benchmarks.md). Not for batch norm (its statistics would be taken over one direction's
+    images instead of the whole call's) nor DiffAugment (its draws from the shared RNG would
+    come in no fixed order).
+    """
+    threads = torch.get_num_threads()
+    batch_norm = "batch" in (cfg.generator.norm, cfg.generator.decoder_norm, cfg.discriminator.norm)
+    if device.type != "cpu" or cfg.objective != "cyclegan" or threads < 2 or batch_norm or cfg.augment:
+        return 0
+    return threads // 2
 
 
 def check_sizes(cfg: TrainConfig, image_size: int) -> None:
