@@ -237,6 +237,29 @@ def test_side_by_side_runs_both_halves_and_raises_either_ones_error():
     assert Runtime(torch.device("cpu")).side_by_side(lambda: 1, lambda: 2) == (1, 2)
 
 
+def _side_by_side_in_a_forked_child(queue) -> None:
+    queue.put(Runtime(torch.device("cpu"), split_threads=1).side_by_side(lambda: "f", lambda: "g"))
+
+
+def test_side_by_side_works_in_a_process_forked_after_it_ran():
+    # The worker thread is not copied into a forked child: the child must make its own instead
+    # of waiting forever on a thread that does not exist there.
+    import multiprocessing
+
+    assert Runtime(torch.device("cpu"), split_threads=1).side_by_side(lambda: 1, lambda: 2) == (1, 2)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_side_by_side_in_a_forked_child, args=(queue,))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == ("f", "g")
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+
+
 @pytest.mark.parametrize(
     ("threads", "device", "objective", "extra", "expected"),
     [

@@ -313,10 +313,17 @@ class Runtime:
         return pending.result(), b
 
 
-@functools.cache
+_SIDE_WORKER: tuple[int, ThreadPoolExecutor] | None = None
+
+
 def _side_worker() -> ThreadPoolExecutor:
-    """The one thread that runs the other half of side_by_side calls, made on first use."""
-    return ThreadPoolExecutor(1, thread_name_prefix="culturegan-side")
+    """The one thread that runs the other half of side_by_side calls, made on first use in each
+    process: a process forked after training has no copy of its parent's thread, so it makes its
+    own rather than queueing work for a thread that does not exist there."""
+    global _SIDE_WORKER
+    if _SIDE_WORKER is None or _SIDE_WORKER[0] != os.getpid():
+        _SIDE_WORKER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="culturegan-side"))
+    return _SIDE_WORKER[1]
 
 
 def make_optimizer(
