@@ -271,6 +271,7 @@ def test_side_by_side_works_in_a_process_forked_after_it_ran():
         (2, "cpu", "cyclegan", {"generator": {"decoder_norm": "batch"}}, 0),
         (2, "cpu", "cyclegan", {"discriminator": {"norm": "batch"}}, 0),
         (2, "cpu", "cyclegan", {"augment": ["translation"]}, 0),
+        (2, "cpu", "cyclegan", {"compile": True}, 0),
     ],
 )
 def test_directions_run_side_by_side_only_on_a_multi_threaded_cpu_without_batch_norm_or_augment(

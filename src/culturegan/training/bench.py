@@ -86,7 +86,7 @@ class _Path:
                 m.to(memory_format=torch.channels_last)
         self.opts: Optimizers = build_optimizers(self.nets, cfg, fast=tuned)
         self.rt: Runtime = make_runtime(cfg, device, precision, World(), seed, tuned=tuned)
-        if side_by_side is False:
+        if side_by_side is False or compile_:  # compiled steps run in turn (trainer.split_threads)
             self.rt.split_threads = 0
         if compile_:
             kwargs = {"backend": compile_backend} if compile_backend else {}

@@ -230,7 +230,9 @@ class Runtime:
         dtype = AUTOCAST_DTYPES[self.precision]
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=dtype)
+        # Side by side, no weight-cast cache: it is one map for all threads, and a thread leaving
+        # autocast clears it under a lock while the other thread may be casting through it.
+        return torch.autocast(self.device.type, dtype=dtype, cache_enabled=not self.split_threads)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, dtype=self.weights_dtype or x.dtype, non_blocking=True)

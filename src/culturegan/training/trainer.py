@@ -106,12 +106,15 @@ def split_threads(cfg: TrainConfig, device: torch.device) -> int:
     On a CPU with two or more torch threads, the small networks of a CycleGAN step use two cores
     better as two single-threaded halves than as one step split operator by operator
     (docs/benchmarks.md). Not for batch norm (its statistics would be taken over one direction's
-    images instead of the whole call's) nor DiffAugment (its draws from the shared RNG would
-    come in no fixed order).
+    images instead of the whole call's), DiffAugment (its draws from the shared RNG would
+    come in no fixed order) nor torch.compile (compiled code calls back into Python under
+    autocast's locks: two threads can deadlock on it and the interpreter lock).
     """
     threads = torch.get_num_threads()
     batch_norm = "batch" in (cfg.generator.norm, cfg.generator.decoder_norm, cfg.discriminator.norm)
     if device.type != "cpu" or cfg.objective != "cyclegan" or threads < 2 or batch_norm or cfg.augment:
+        return 0
+    if cfg.compile:
         return 0
     return threads // 2
 
