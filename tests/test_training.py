@@ -829,7 +829,7 @@ def test_bench_plain_path_runs_the_resize_convolution_as_its_three_layers():
 
     cfg = tiny_params("cyclegan").train
     for tuned in (True, False):
-        path = _Path(cfg, torch.device("cpu"), "fp32", tuned, False, 0)
+        path = _Path(cfg, torch.device("cpu"), "fp32", tuned, 0)
         layers = [x for m in path.nets.named().values() for x in m.modules() if isinstance(x, ResizeConv)]
         assert len(layers) == 4 and {x.fast for x in layers} == {tuned}
 

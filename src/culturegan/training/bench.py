@@ -69,7 +69,6 @@ class _Path:
         device: torch.device,
         precision: str,
         tuned: bool,
-        compile_: bool,
         seed: int,
         compile_backend: str | None = None,
         side_by_side: bool | None = None,
@@ -86,9 +85,9 @@ class _Path:
                 m.to(memory_format=torch.channels_last)
         self.opts: Optimizers = build_optimizers(self.nets, cfg, fast=tuned)
         self.rt: Runtime = make_runtime(cfg, device, precision, World(), seed, tuned=tuned)
-        if side_by_side is False or compile_:  # compiled steps run in turn (trainer.split_threads)
+        if side_by_side is False:  # otherwise trainer.split_threads' rule, as in training
             self.rt.split_threads = 0
-        if compile_:
+        if cfg.compile:
             kwargs = {"backend": compile_backend} if compile_backend else {}
             for m in compute_nets(self.nets, self.rt).named().values():
                 m.compile(**kwargs)
@@ -156,6 +155,8 @@ def bench_train(
     overrides: dict[str, Any] = {}
     if channels_last is not None:
         overrides["channels_last"] = channels_last
+    if compile is not None:
+        overrides["compile"] = compile
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     cfg = params.train.model_copy(update=overrides)
@@ -163,7 +164,6 @@ def bench_train(
     check_sizes(cfg, size)
     dev = torch.device(device)
     used_precision = resolve_precision(precision or cfg.precision, dev)
-    use_compile = cfg.compile if compile is None else compile
     steps = steps or 10
     pair = pair or params.train.pairs[0]
     data_info: dict[str, Any] = {"data": "random"}
@@ -198,11 +198,10 @@ def bench_train(
         raise ValueError("bench_train needs tuned, baseline or both")
     paths = {}
     if tuned:
-        paths["tuned"] = _Path(
-            cfg, dev, used_precision, True, use_compile, params.seed, compile_backend, side_by_side
-        )
+        paths["tuned"] = _Path(cfg, dev, used_precision, True, params.seed, compile_backend, side_by_side)
     if baseline:
-        paths["baseline"] = _Path(cfg, dev, "fp32", False, False, params.seed)
+        plain = cfg.model_copy(update={"compile": False})
+        paths["baseline"] = _Path(plain, dev, "fp32", False, params.seed)
     for p in paths.values():
         p.warmup_s = p.run(batches, warmup) if warmup > 0 else 0.0
 
@@ -234,7 +233,7 @@ def bench_train(
         results[name] = {
             "precision": p.precision,
             "channels_last": p.rt.channels_last,
-            "compile": use_compile and p.tuned,
+            "compile": p.cfg.compile,
             "fused_adam": p.tuned,
             "batched_calls": p.rt.batch_calls,
             "split_threads": p.rt.split_threads,

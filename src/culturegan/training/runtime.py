@@ -253,18 +253,17 @@ class Runtime:
         Two threads may run this at once on separate graphs (side_by_side): autograd locks each
         parameter's accumulation, and a sum of two terms is the same in either order.
         """
-        params = [p for m in modules for p in m.parameters() if p.requires_grad]
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward(inputs=params)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward(inputs=trainable(modules))
 
     def optimizer_step(self, opt: Optimizer, modules: list[nn.Module]) -> None:
         """Average the gradients of `modules` over ranks and step `opt` on them."""
-        params = [p for m in modules for p in m.parameters() if p.requires_grad]
         self.world.all_reduce_grads(modules)
         if self.scaler is not None:
             self.scaler.step(opt)
         elif self.master_of:
             # bf16-full: Adam steps the fp32 masters on the copies' gradients, and the copies
             # take the new weights, rounded to their dtype.
+            params = trainable(modules)
             for p in params:
                 master = self.master_of[p]
                 master.grad = None if p.grad is None else p.grad.to(master.dtype)
@@ -351,6 +350,11 @@ def linear_decay(steps: int, decay_start: float) -> Callable[[int], float]:
         return 1.0 - max(0, step - constant) / decay
 
     return factor
+
+
+def trainable(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    """The parameters of `modules` that require grad: those a backward and a step act on."""
+    return [p for m in modules for p in m.parameters() if p.requires_grad]
 
 
 def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
