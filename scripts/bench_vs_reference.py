@@ -98,15 +98,20 @@ def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, fl
 
 
 def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, float]:
-    # "bf16" etc.: as training runs; "bf16:serial": CycleGAN's directions in turn, not side by side
-    precision, _, mode = spec.partition(":")
-    side_by_side = False if mode == "serial" else None
+    # "bf16" etc.: as training runs; "bf16:serial": CycleGAN's directions in turn, not side by side;
+    # "bf16:cl": channels_last (NHWC) networks and inputs; modes combine, "bf16:serial,cl"
+    precision, _, modes = spec.partition(":")
+    unknown = set(filter(None, modes.split(","))) - {"serial", "cl"}
+    if unknown:
+        sys.exit(f"--precision {spec!r}: unknown mode(s) {sorted(unknown)}; known: serial, cl")
+    side_by_side = False if "serial" in modes.split(",") else None
+    channels_last = True if "cl" in modes.split(",") else None
     code = (
         "import json; from pathlib import Path; from culturegan.config import load_params; "
         "from culturegan.training.bench import bench_train; "
         f"r = bench_train(load_params({str(params)!r}), data_root=Path({str(Path(args.data).resolve())!r}), "
         f"precision={precision!r}, batch_size={args.batch}, steps={STEPS}, rounds=1, warmup={WARMUP}, "
-        f"side_by_side={side_by_side!r}); "
+        f"side_by_side={side_by_side!r}, channels_last={channels_last!r}); "
         "print('RESULT', json.dumps(r['tuned']))"
     )
     text, rss = timed([sys.executable, "-c", code], ROOT)
@@ -128,7 +133,8 @@ def main() -> None:
     ap.add_argument(
         "--precision", nargs="+", default=["bf16-full", "bf16"],
         help="culturegan variants, each a train.precision, optionally with ':serial' (the two "
-        "directions in turn rather than side by side in two threads)",
+        "directions in turn rather than side by side in two threads), ':cl' (channels_last) or both "
+        "(':serial,cl')",
     )
     ap.add_argument("--out", type=Path, help="append the result as one JSON line here")
     args = ap.parse_args()
