@@ -7,7 +7,9 @@ architecture: ResNet generator with transposed-convolution upsampling, PatchGAN 
 instance norm, LSGAN, cycle 10, identity 0.5, pool 50, flips. Each run times 30 steps after 3
 warm-up steps; the reference's own per-iteration prints (compute time × batch + data time) are
 summed, culturegan's bench times the 30 steps. Peak memory is each process's max RSS
-(/usr/bin/time -v). Not a test: a benchmark for docs/benchmarks.md.
+(/usr/bin/time -v). Each run also records `steal_share`, the share of the machine's CPU time
+that the hypervisor took while it ran (/proc/stat; on a busy host's VM figures move by tens of
+percent, docs/benchmarks.md "The AMX box"). Not a test: a benchmark for docs/benchmarks.md.
 
 The reference is not part of this project: clone it yourself and give its folder and a python
 that can run it (torch 2.14.1 and its imports, e.g. dominate and wandb for the 2025 upstream):
@@ -68,13 +70,34 @@ def reference_dataset(args: argparse.Namespace, out: Path) -> Path:
     return ds
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat's "cpu" line: user, nice, system, idle, iowait,
+    irq, softirq, steal, ...), or None where there is no /proc/stat."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+STEAL = {"steal_share": None}  # the last timed() call's share of CPU time the host took (VMs)
+
+
 def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, float]:
+    before = cpu_times()
     proc = subprocess.run(
         ["/usr/bin/time", "-v", *cmd], check=False, cwd=cwd, env=env, capture_output=True, text=True
     )
+    after = cpu_times()
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
+    # Steal is CPU time the hypervisor gave to others while this VM wanted it: a busy host
+    # slows every run unevenly, so the share is kept beside each figure.
+    STEAL["steal_share"] = None
+    if before and after and len(before) > 7:
+        delta = [a - b for a, b in zip(after, before, strict=True)]
+        if sum(delta) > 0:
+            STEAL["steal_share"] = round(delta[7] / sum(delta), 3)
     return text, int(RSS.findall(text)[-1]) / 1024
 
 
@@ -94,7 +117,7 @@ def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, fl
     its = [float(t) * b + float(d) for t, d in ITER.findall(text)]
     if len(its) < STEPS + WARMUP:
         sys.exit(f"the reference printed {len(its)} iterations, expected {STEPS + WARMUP}")
-    return {"images_per_s": b * STEPS / sum(its[WARMUP : WARMUP + STEPS]), "peak_rss_mb": rss}
+    return {"images_per_s": b * STEPS / sum(its[WARMUP : WARMUP + STEPS]), "peak_rss_mb": rss, **STEAL}
 
 
 def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, float]:
@@ -116,7 +139,7 @@ def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, flo
     )
     text, rss = timed([sys.executable, "-c", code], ROOT)
     result = json.loads(re.search(r"RESULT (.*)", text).group(1))
-    return {"images_per_s": result["images_per_s"], "peak_rss_mb": rss}
+    return {"images_per_s": result["images_per_s"], "peak_rss_mb": rss, **STEAL}
 
 
 def main() -> None:
