@@ -35,6 +35,8 @@ from pathlib import Path
 
 import yaml
 
+from culturegan.hoststeal import StealMeter
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, WARMUP = 30, 3
 ITER = re.compile(r"\(epoch: \d+, iters: \d+, time: ([\d.]+), data: ([\d.]+)\)")
@@ -70,38 +72,19 @@ def reference_dataset(args: argparse.Namespace, out: Path) -> Path:
     return ds
 
 
-def cpu_times() -> list[int] | None:
-    """The machine's CPU time counters (/proc/stat's "cpu" line: user, nice, system, idle, iowait,
-    irq, softirq, steal, ...), or None where there is no /proc/stat."""
-    try:
-        return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-STEAL = {"steal_share": None}  # the last timed() call's share of CPU time the host took (VMs)
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, float]:
-    before = cpu_times()
-    proc = subprocess.run(
-        ["/usr/bin/time", "-v", *cmd], check=False, cwd=cwd, env=env, capture_output=True, text=True
-    )
-    after = cpu_times()
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, float, float | None]:
+    """The command's output, its peak RSS in MB, and the host's steal share while it ran."""
+    with StealMeter() as steal:  # a busy host slows every run unevenly: keep its share beside each figure
+        proc = subprocess.run(
+            ["/usr/bin/time", "-v", *cmd], check=False, cwd=cwd, env=env, capture_output=True, text=True
+        )
     text = proc.stdout + proc.stderr
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
-    # Steal is CPU time the hypervisor gave to others while this VM wanted it: a busy host
-    # slows every run unevenly, so the share is kept beside each figure.
-    STEAL["steal_share"] = None
-    if before and after and len(before) > 7:
-        delta = [a - b for a, b in zip(after, before, strict=True)]
-        if sum(delta) > 0:
-            STEAL["steal_share"] = round(delta[7] / sum(delta), 3)
-    return text, int(RSS.findall(text)[-1]) / 1024
+    return text, int(RSS.findall(text)[-1]) / 1024, steal.share
 
 
-def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, float]:
+def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, float | None]:
     b = args.batch
     cmd = [
         args.ref_python, "train.py", "--dataroot", str(ds), "--name", name, "--model", "cycle_gan",
@@ -112,15 +95,15 @@ def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, fl
         "--checkpoints_dir", str(ds.parent / "ref_checkpoints"),
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    text, rss = timed(cmd, Path(args.ref_dir), env)
+    text, rss, steal = timed(cmd, Path(args.ref_dir), env)
     # 'time' is one iteration's compute time divided by the batch size, 'data' its loading time
     its = [float(t) * b + float(d) for t, d in ITER.findall(text)]
     if len(its) < STEPS + WARMUP:
         sys.exit(f"the reference printed {len(its)} iterations, expected {STEPS + WARMUP}")
-    return {"images_per_s": b * STEPS / sum(its[WARMUP : WARMUP + STEPS]), "peak_rss_mb": rss, **STEAL}
+    return {"images_per_s": b * STEPS / sum(its[WARMUP : WARMUP + STEPS]), "peak_rss_mb": rss, "steal_share": steal}
 
 
-def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, float]:
+def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, float | None]:
     # "bf16" etc.: as training runs; "bf16:serial": CycleGAN's directions in turn, not side by side;
     # "bf16:cl": channels_last (NHWC) networks and inputs; modes combine, "bf16:serial,cl"
     precision, _, modes = spec.partition(":")
@@ -137,9 +120,9 @@ def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, flo
         f"side_by_side={side_by_side!r}, channels_last={channels_last!r}); "
         "print('RESULT', json.dumps(r['tuned']))"
     )
-    text, rss = timed([sys.executable, "-c", code], ROOT)
+    text, rss, steal = timed([sys.executable, "-c", code], ROOT)
     result = json.loads(re.search(r"RESULT (.*)", text).group(1))
-    return {"images_per_s": result["images_per_s"], "peak_rss_mb": rss, **STEAL}
+    return {"images_per_s": result["images_per_s"], "peak_rss_mb": rss, "steal_share": steal}
 
 
 def main() -> None:
@@ -164,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         params, ds = bench_params(args, work), reference_dataset(args, work)
-        runs: dict[str, list[dict[str, float]]] = {"reference": [], **{p: [] for p in args.precision}}
+        runs: dict[str, list[dict[str, float | None]]] = {"reference": [], **{p: [] for p in args.precision}}
         for i in range(args.runs):  # alternating, so load from other processes hits all alike
             runs["reference"].append(run_reference(args, ds, f"bench{i}"))
             for precision in args.precision:

@@ -1012,6 +1012,9 @@ def test_bench_train_cli_times_steps_fed_by_the_training_loader(data_root, tmp_p
     assert out["data"] == str(data_root) and out["pair"] == "photo-inkwash"
     assert out["data_images"] == {"a": 8, "b": 8} and out["data_load_s"] >= 0
     assert out["tuned"]["images_per_s"] > 0 and out["baseline"]["images_per_s"] > 0
+    # the host's share of CPU time over the command: a fraction on Linux, None where unknown
+    assert "steal_share" in out
+    assert out["steal_share"] is None or 0.0 <= out["steal_share"] <= 1.0
     random = json.loads(CliRunner().invoke(app, args).stdout)
     assert random["data"] == "random" and "data_images" not in random
     assert out["tuned"]["split_threads"] == trainer.split_threads(

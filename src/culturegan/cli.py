@@ -252,15 +252,18 @@ def bench_train_cmd(
     ] = None,
 ) -> None:
     """Training throughput (images/s) and peak memory for a config; JSON."""
+    from culturegan.hoststeal import StealMeter
     from culturegan.training.bench import bench_train
 
-    _emit(
-        bench_train(
+    with StealMeter() as steal:
+        result = bench_train(
             _load(params), pair=pair, device=device, precision=precision, channels_last=channels_last,
             compile=compile, batch_size=batch_size, steps=steps, baseline=baseline, data_root=data,
             side_by_side=side_by_side,
         )
-    )
+    # the host's share of CPU time over the whole command (warm-up included): figures taken at a
+    # high share are not comparable with others (docs/benchmarks.md)
+    _emit({**result, "steal_share": steal.share})
 
 
 @bench_app.command("gpu-check")
