@@ -42,7 +42,7 @@ def category(name: str) -> str:
     return "other"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--ngf", type=int, default=32)
@@ -53,7 +53,9 @@ def main() -> None:
     ap.add_argument("--plain", action="store_true", help="the plain path (fp32, unfused, unbatched)")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--objective", default="cyclegan")
-    args = ap.parse_args()
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="the two directions in two threads, as training does on >= 2 threads")
+    args = ap.parse_args(argv)
 
     params = Params.model_validate({
         "data": {"image_size": args.size},
@@ -62,7 +64,8 @@ def main() -> None:
                   "discriminator": {"ndf": args.ndf}},
     })
     precision = "fp32" if args.plain else args.precision
-    path = _Path(params.train, torch.device("cpu"), precision, not args.plain, False, 0)
+    path = _Path(params.train, torch.device("cpu"), precision, not args.plain, params.seed,
+                 side_by_side=None if args.side_by_side else False)
     gen = torch.Generator().manual_seed(0)
     batches = [tuple(torch.rand(args.batch, 3, args.size, args.size, generator=gen) * 2 - 1
                      for _ in range(2)) for _ in range(4)]
