@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q -U "pip>=26"
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+.venv/bin/python -m pip install -q --no-compile -c constraints.txt -e ".[dev]"
 .venv/bin/culturegan --help >/dev/null
 echo "setup: .venv ready ($(.venv/bin/python --version))"
