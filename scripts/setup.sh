@@ -8,8 +8,8 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q -U "pip>=26"
 .venv/bin/python -m pip install -q --no-compile -c constraints.txt -e ".[dev]"
-# --no-compile above skips bytecode for all ~21k installed modules (about as long as unpacking
-# the wheels); instead the modules the project, its stages and tests import are compiled here,
+# --no-compile above skips bytecode for all ~21k installed modules (about a minute of CPU on 2
+# cores, docs/benchmarks.md); instead the modules the project, its stages and tests import are compiled here,
 # once, by importing them with bytecode writing on (even where PYTHONDONTWRITEBYTECODE is set,
 # which would otherwise make every process compile them from source again).
 PYTHONDONTWRITEBYTECODE= .venv/bin/python scripts/warm_imports.py
