@@ -290,3 +290,16 @@ def test_each_stage_depends_on_the_source_of_every_module_it_runs(name: str):
 def test_every_source_dependency_exists():
     deps = {d for stage in DVC["stages"].values() for d in stage.get("deps", []) if d.startswith("src/")}
     assert deps and all((REPO_ROOT / d).exists() for d in deps), sorted(d for d in deps if not (REPO_ROOT / d).exists())
+
+
+def test_dvc_ignores_python_bytecode_beside_the_sources() -> None:
+    """Python writes __pycache__/*.pyc into src/ on import (setup.sh's warm-up does on purpose);
+    DVC hashes whole src/ folders as stage deps, so unignored bytecode would change every hash in
+    dvc.lock and rerun the pipeline after any import."""
+    from dvc.repo import Repo
+
+    with Repo(str(REPO_ROOT)) as repo:
+        ignored = repo.dvcignore.is_ignored_file
+        assert ignored(str(REPO_ROOT / "src" / "culturegan" / "__pycache__" / "cli.cpython-311.pyc"))
+        assert ignored(str(REPO_ROOT / "src" / "culturegan" / "training" / "__pycache__" / "trainer.cpython-311.pyc"))
+        assert not ignored(str(REPO_ROOT / "src" / "culturegan" / "training" / "trainer.py"))
