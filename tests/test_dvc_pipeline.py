@@ -71,8 +71,8 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
     # CycleGAN: each trained (pair, seed) is evaluated (and registered) in both directions
     pair, reverse = "photo-inkwash", "inkwash-photo"
     for seed in (0, 1):
-        assert (project / "runs" / pair / f"seed{seed}" / "generator.pt").is_file()
-        assert (project / "runs" / pair / f"seed{seed}" / "run_id.txt").is_file()
+        assert (project / "runs" / "gan" / pair / f"seed{seed}" / "generator.pt").is_file()
+        assert (project / "runs" / "gan" / pair / f"seed{seed}" / "run_id.txt").is_file()
         for direction in (pair, reverse):
             metrics = json.loads(
                 (project / "reports" / "eval" / pair / f"seed{seed}" / direction / "metrics.json").read_text()
@@ -82,8 +82,9 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
         decisions = json.loads((project / "reports" / "register" / pair / f"seed{seed}.json").read_text())
         assert set(decisions) == {pair, reverse}
         # the metrics files dvc.yaml declares: copies of train_metrics.json and of each metrics.json
-        train = json.loads((project / "reports" / "train" / pair / f"seed{seed}.json").read_text())
-        assert train == json.loads((project / "runs" / pair / f"seed{seed}" / "train_metrics.json").read_text())
+        train = json.loads((project / "reports" / "train.json").read_text())[f"{pair}/seed{seed}"]
+        run = project / "runs" / "gan" / pair / f"seed{seed}"
+        assert train == json.loads((run / "train_metrics.json").read_text())
         scored = json.loads((project / "reports" / "evaluate" / pair / f"seed{seed}.json").read_text())
         assert set(scored) == {pair, reverse} and scored[pair]["seed"] == seed
     analysis = json.loads((project / "report" / "analysis.json").read_text())
@@ -94,7 +95,7 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], project).stdout)[""]["data"]
     assert "reports/analysis.json" in shown and not [k for k, v in shown.items() if "error" in v]
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    assert "train.seeds" not in lock["train@photo-inkwash-0"]["params"]["params.yaml"]
+    assert "train.seeds" in lock["train"]["params"]["params.yaml"]
     # MLflow: each stage process found the open parent run of this clone (nothing passed between
     # them); every training nests under it, and analyze ended it
     from mlflow import MlflowClient
@@ -112,14 +113,19 @@ def test_dvc_repro_runs_every_stage_per_pair_and_seed_then_skips_unchanged_stage
     again = _run(["dvc", "repro"], project)
     assert "didn't change" in again.stdout and "Running stage" not in again.stdout
 
-    # a further seed adds its own stages; the models of the other seeds stay up to date
+    # a further seed adds its own evaluate and register stages and reruns the train stage, where
+    # the runs already finished only rewrite their outputs from their final checkpoints
+    models = {seed: (project / "runs/gan/photo-inkwash" / f"seed{seed}" / "generator.pt").read_bytes() for seed in (0, 1)}
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"]["seeds"] = [0, 1, 2]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_run(["dvc", "status", "--json"], project).stdout)
-    assert {name for name in status if "@" in name} == {
-        "train@photo-inkwash-2", "evaluate@photo-inkwash-2", "register@photo-inkwash-2",
-    }
+    assert {"train", "evaluate@photo-inkwash-2", "register@photo-inkwash-2"} <= set(status)
+    _run(["dvc", "repro", "train"], project)
+    trained = json.loads((project / "reports" / "train.json").read_text())
+    assert [trained[f"photo-inkwash/seed{seed}"]["resumed_from"] for seed in (0, 1, 2)] == [4, 4, 0]
+    for seed in (0, 1):
+        assert (project / "runs/gan/photo-inkwash" / f"seed{seed}" / "generator.pt").read_bytes() == models[seed]
 
 
 def test_dvc_repro_runs_end_to_end_on_a_folder_per_style_source(project: Path, tmp_path: Path):
@@ -145,7 +151,7 @@ def test_dvc_repro_runs_end_to_end_on_a_folder_per_style_source(project: Path, t
     _run(["dvc", "repro"], project)
     assert (project / "data" / "preview.png").is_file()
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    assert {"prepare", "validate", "train@photo-inkwash-0", "evaluate@photo-inkwash-0", "analyze"} <= set(lock)
+    assert {"prepare", "validate", "train", "evaluate@photo-inkwash-0", "analyze"} <= set(lock)
     metrics = json.loads((project / "reports/eval/photo-inkwash/seed0/photo-inkwash/metrics.json").read_text())
     # no truth for real data: the damaged sources are its controls
     assert metrics["ground_truth"] is False and list(metrics["controls"]) == ["source_noise", "source_blur"]

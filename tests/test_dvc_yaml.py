@@ -82,7 +82,23 @@ def test_artifacts_are_the_classifier_and_every_generator_of_params_yaml():
     assert all(a["type"] == "model" and a["desc"] for a in artifacts.values())
     # each lies in an output of the stage that writes it
     assert str(CLASSIFIER_DIR / CLASSIFIER_FILE) in _entries(DVC["stages"]["classifier"], "outs")
-    assert "runs/${item.pair}/seed${item.seed}" in _entries(DVC["stages"]["train"], "outs")
+    assert list(_entries(DVC["stages"]["train"], "outs")) == [str(RUNS_ROOT)]
+    # evaluate and register read one run each, inside the train stage's output
+    for stage in ("evaluate", "register"):
+        assert f"{RUNS_ROOT}/${{item.pair}}/seed${{item.seed}}" in _entries(DVC["stages"][stage], "deps")
+
+
+def test_train_stage_trains_what_its_params_name():
+    """The one train stage trains every (pair, seed): its params must cover the run list and every
+    train.* key that shapes a model, or a change to them would not rerun it."""
+    train = DVC["stages"]["train"]
+    assert "matrix" not in train and "foreach" not in train
+    assert train["cmd"].startswith("culturegan train-all --params params.yaml --summary reports/train.json")
+    named = set(_entries(train, "params"))
+    assert {"train.pairs", "train.seeds", "train.concurrent_runs", "data.image_size"} <= named
+    speed_only = {"device", "checkpoint_every", "log_every", "sample_every", "sample_count"}
+    for key in PARAMS.train.model_fields:
+        assert key in speed_only or f"train.{key}" in named, key
 
 
 def test_summaries_are_the_train_metrics_and_each_directions_metrics_json(tmp_path: Path):
@@ -115,9 +131,9 @@ def test_dvc_metrics_plots_and_exp_show_read_every_declared_file(tmp_path: Path)
     metrics = [
         "reports/prepare.json", "reports/validation.json", "runs/style_classifier/classifier.json",
         "reports/analysis.json",
+        "reports/train.json",
     ] + [
-        f"reports/{kind}/{pair}/seed{seed}.json"
-        for kind in ("train", "evaluate") for pair in PARAMS.train.pairs for seed in PARAMS.train.seeds
+        f"reports/evaluate/{pair}/seed{seed}.json" for pair in PARAMS.train.pairs for seed in PARAMS.train.seeds
     ]
     for i, rel in enumerate(metrics):
         (proj / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -773,7 +773,7 @@ def test_run_local_runs_every_step_and_matches_dvc_repro_on_the_same_params(tmp_
     (loop,) = run_dir.glob("for-loop-*-iteration-0")
     model = loop / "train" / "model" / "photo-inkwash" / "seed0"
     for name in ("generator.pt", "generator_reverse.pt"):
-        assert _same_tensors(model / name, proj / "runs/photo-inkwash/seed0" / name), name
+        assert _same_tensors(model / name, proj / "runs/gan/photo-inkwash/seed0" / name), name
     for direction in ("photo-inkwash", "inkwash-photo"):
         local_m = json.loads((loop / "evaluate/evaluation/photo-inkwash/seed0" / direction / "metrics.json").read_text())
         dvc_m = json.loads((proj / "reports/eval/photo-inkwash/seed0" / direction / "metrics.json").read_text())

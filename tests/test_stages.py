@@ -136,6 +136,90 @@ def test_changed_training_code_trains_again_instead_of_returning_the_finished_mo
     assert again["resumed_from"] == 0, "the new code trained from the start"
 
 
+@pytest.mark.parametrize(
+    ("runs", "cpus", "setting", "expected"),
+    [
+        (3, 2, 0, (3, 1)),  # the default on 2 cores: all three pairs at once, one thread each
+        (2, 2, 0, (2, 1)),
+        (1, 2, 0, (1, 2)),  # one run keeps every core (and trains its directions side by side)
+        (3, 16, 0, (3, 5)),
+        (12, 2, 0, (4, 1)),  # at most two per core
+        (3, 2, 1, (1, 2)),  # concurrent_runs 1: in turn, each with every core
+        (5, 2, 2, (2, 1)),
+        (2, 8, 6, (2, 4)),
+    ],
+)
+def test_run_concurrency_shares_the_cores_among_the_runs(runs, cpus, setting, expected):
+    assert stages.run_concurrency(runs, cpus, setting) == expected
+
+
+def _generator_bytes(root: Path, seed: int) -> dict[str, bytes]:
+    folder = root / "photo-inkwash" / f"seed{seed}"
+    return {name: (folder / name).read_bytes() for name in ("generator.pt", "generator_reverse.pt")}
+
+
+def test_train_all_trains_every_seed_at_once_in_processes_of_their_own_as_train_stage_would(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Two runs on two cores: two spawned processes of one thread each, both nested under the one
+    parent run, and each model the one `train_stage` trains alone with one thread."""
+    import torch
+    from mlflow import MlflowClient
+
+    from culturegan import cpus
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    two = params.model_copy(update={"train": params.train.model_copy(update={"seeds": [0, 3]})})
+    runs = tmp_path / "runs"
+    result = stages.train_all_stage(two, two.data.root, runs)
+    assert list(result) == ["photo-inkwash/seed0", "photo-inkwash/seed3"]
+    client = MlflowClient(params.tracking.tracking_uri)
+    parents = {client.get_run(r["mlflow_run_id"]).data.tags["mlflow.parentRunId"] for r in result.values()}
+    assert parents == {r["mlflow_parent_run_id"] for r in result.values()} and len(parents) == 1
+    assert stages.train_all_summary(result) == {
+        name: json.loads((runs / name / "train_metrics.json").read_text()) for name in result
+    }
+
+    alone = tmp_path / "alone"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in (0, 3):
+            shutil.rmtree(stages.checkpoint_dir(params, PAIR, seed))  # train again, not resume
+            stages.train_stage(params, PAIR, seed, params.data.root, alone, track=False)
+            assert _generator_bytes(alone, seed) == _generator_bytes(runs, seed), seed
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_failed_run_of_train_all_lets_the_others_finish_and_names_itself(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from culturegan import cpus
+    from culturegan.errors import CultureganError
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    two = params.model_copy(update={"train": params.train.model_copy(update={"seeds": [0, 3]})})
+    damaged = stages.checkpoint_dir(two, PAIR, 3) / "last.pt"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a checkpoint")
+    runs = tmp_path / "runs"
+    with pytest.raises(CultureganError) as info:
+        stages.train_all_stage(two, two.data.root, runs, track=False)
+    assert "1 of 2 runs" in info.value.message and "photo-inkwash/seed3: CheckpointError" in info.value.message
+    assert str(damaged) in info.value.message, "the child's own error, with the file it names"
+    assert "finished" in info.value.hint
+    assert (runs / "photo-inkwash" / "seed0" / "generator.pt").is_file(), "the other run finished"
+    assert not (runs / "photo-inkwash" / "seed3").exists()
+
+    # one process: in turn, here, and still every run is tried
+    one = two.model_copy(update={"train": two.train.model_copy(update={"concurrent_runs": 1})})
+    shutil.rmtree(runs)
+    with pytest.raises(CultureganError, match="photo-inkwash/seed3"):
+        stages.train_all_stage(one, one.data.root, runs, track=False)
+    assert (runs / "photo-inkwash" / "seed0" / "generator.pt").is_file()
+
+
 def test_evaluate_and_register_cover_both_cyclegan_directions(params: Params, tmp_path: Path):
     runs, classifier, evals = tmp_path / "runs", tmp_path / "clf", tmp_path / "eval"
     stages.train_stage(params, PAIR, 2, params.data.root, runs)

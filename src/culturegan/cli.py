@@ -149,6 +149,23 @@ def train(
     _write_summary(summary, train_summary(result))
 
 
+@app.command("train-all")
+def train_all(
+    params: ParamsOpt = Path("params.yaml"),
+    resume: Annotated[bool, typer.Option(help="continue each run from its last compatible checkpoint")] = True,
+    no_track: NoTrackOpt = False,
+    summary: SummaryOpt = None,
+) -> None:
+    """Train every pair of train.pairs with every seed of train.seeds: at once on a CPU, one
+    process each (train.concurrent_runs); the `dvc repro` train stage."""
+    from culturegan.stages import train_all_stage, train_all_summary
+
+    p = _load(params)
+    result = train_all_stage(p, p.data.root, resume=resume, track=not no_track)
+    _emit(result)
+    _write_summary(summary, train_all_summary(result))
+
+
 @app.command()
 def evaluate(
     pair: PairOpt, params: ParamsOpt = Path("params.yaml"), seed: SeedOpt = None, summary: SummaryOpt = None

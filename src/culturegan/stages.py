@@ -8,6 +8,7 @@ analysis + report + MLflow logging) and returns a small JSON-able dict.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from culturegan.config import Pair, Params
 log = logging.getLogger(__name__)
 
 # Standard locations, relative to the working directory (the repository root for `dvc repro`).
-RUNS_ROOT = Path("runs")
+RUNS_ROOT = Path("runs/gan")
 CLASSIFIER_DIR = Path("runs/style_classifier")
 CULTURE_DIR = Path("reports/culture")
 EVAL_ROOT = Path("reports/eval")
@@ -119,6 +120,136 @@ def train_stage(
     return {**result, "mlflow_run_id": tracker.run_id, "mlflow_parent_run_id": parent}
 
 
+def run_concurrency(n_runs: int, cpus: int, setting: int = 0) -> tuple[int, int]:
+    """(processes at once, torch threads each) for `n_runs` trainings on `cpus` CPU cores.
+
+    Small GAN steps use a core far better in a process of their own than as a share of one
+    process's threads (Python's interpreter lock and the per-operator split cost the rest): on
+    2 cores, two single-threaded trainings make ~1.9x the images/s of one training with both
+    threads, three at once ~2x (docs/benchmarks.md). So by default (`setting` 0) every run starts
+    at once, up to two per core, each with cpus // processes threads (at least one); `setting`
+    caps the processes (1: one after the other, each with every core).
+    """
+    cap = setting or 2 * cpus
+    processes = max(1, min(n_runs, cap))
+    return processes, max(1, cpus // processes)
+
+
+def _train_worker(
+    params: Params,
+    pair: Pair,
+    seed: int,
+    data_root: Path,
+    runs_root: Path,
+    resume: bool,
+    track: bool,
+    parent_run_id: str | None,
+    threads: int,
+    log_level: int = logging.INFO,
+) -> dict[str, Any]:
+    """One run of `train_all_stage` in a process of its own (spawned: nothing of the parent's
+    torch state is inherited), with `threads` torch threads, nested under the parent's MLflow run,
+    logging as the CLI does (culturegan's messages at `log_level`, other libraries' warnings)."""
+    import os
+
+    import torch
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("culturegan").setLevel(log_level)
+    torch.set_num_threads(threads)
+    if parent_run_id is not None:
+        from culturegan.tracking.parent_run import PARENT_RUN_ENV
+
+        os.environ[PARENT_RUN_ENV] = parent_run_id
+    return train_stage(params, pair, seed, data_root, runs_root, resume=resume, track=track)
+
+
+def train_all_stage(
+    params: Params,
+    data_root: Path,
+    runs_root: Path = RUNS_ROOT,
+    resume: bool = True,
+    track: bool = True,
+) -> dict[str, Any]:
+    """Train every (pair, seed) of train.pairs x train.seeds into `runs_root/<pair>/seed<seed>`
+    (`train_stage` for each), the `dvc repro` train stage.
+
+    On a CPU the runs train at once, each in its own process with its share of the cores
+    (`run_concurrency`, capped by train.concurrent_runs); on a GPU, under torchrun, or with one
+    process, one after the other in this process. Every run nests under the pipeline's one
+    MLflow parent run, resolved here before any run starts. A run that fails does not stop the
+    others: they finish and keep their final checkpoints, so that after the cause is fixed a
+    rerun only rewrites their outputs; the error then names every failed run.
+    Returns {"<pair>/seed<k>": train_stage result}, in train.pairs x train.seeds order.
+    """
+    import os
+    import time
+    from functools import partial
+
+    from culturegan.cpus import usable_cpus
+    from culturegan.errors import CultureganError
+    from culturegan.training.dataset import check_pair_styles
+    from culturegan.training.runtime import resolve_device
+
+    runs = [(pair, check_seed(seed)) for pair in params.train.pairs for seed in params.train.seeds]
+    for pair in params.train.pairs:
+        check_pair_styles(Path(data_root), pair)  # every pair before any training starts
+    key = {run: f"{run[0]}/seed{run[1]}" for run in runs}
+    # Under torchrun every rank runs this: the runs go in turn, each data-parallel over the ranks.
+    in_turn = resolve_device(params.train.device).type != "cpu" or "WORLD_SIZE" in os.environ
+    processes, threads = run_concurrency(len(runs), usable_cpus(), params.train.concurrent_runs)
+    parent = None
+    if track:
+        from culturegan.tracking.parent_run import start_or_resume_parent
+
+        parent = start_or_resume_parent(params.tracking, params)
+    results: dict[str, Any] = {}
+    failed: dict[str, BaseException] = {}
+    t0 = time.perf_counter()
+
+    def done(name: str, get: Callable[[], dict[str, Any]]) -> None:
+        try:
+            results[name] = get()
+        except Exception as exc:  # noqa: BLE001 - reported after the other runs finish
+            failed[name] = exc
+            log.error("training %s failed: %s", name, exc)
+        else:
+            log.info("trained %s (%.0f s into the stage)", name, time.perf_counter() - t0)
+
+    if in_turn or processes == 1:
+        for pair, seed in runs:
+            run = partial(train_stage, params, pair, seed, data_root, runs_root, resume, track)
+            done(key[pair, seed], run)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        log.info("training %d runs, %d at once, %d thread(s) each", len(runs), processes, threads)
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        with pool:
+            futures = {
+                pool.submit(
+                    _train_worker,
+                    *(params, pair, seed, Path(data_root), Path(runs_root)),
+                    *(resume, track, parent, threads, logging.getLogger("culturegan").getEffectiveLevel()),
+                ): key[pair, seed]
+                for pair, seed in runs
+            }
+            for future in as_completed(futures):
+                done(futures[future], future.result)
+    if failed:
+        first = next(iter(failed.values()))
+        if len(runs) == 1:
+            raise first
+        names = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failed.items())
+        raise CultureganError(
+            f"training failed for {len(failed)} of {len(runs)} runs ({names})",
+            hint="the other runs finished and keep their final checkpoints; fix the cause and "
+            "rerun: finished runs then only rewrite their outputs",
+        ) from first
+    return {key[run]: results[key[run]] for run in runs}
+
+
 def directions(params: Params, pair: Pair, model_dir: Path) -> dict[Pair, str]:
     """The directed pairs a trained model serves, each with its generator file in `model_dir`."""
     found = {pair: "generator.pt"}
@@ -208,6 +339,12 @@ def train_summary(result: dict[str, Any]) -> dict[str, Any]:
     import json
 
     return json.loads(Path(result["metrics"]).read_text(encoding="utf-8"))
+
+
+def train_all_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """train_summary of every run of a train_all_stage result, by "<pair>/seed<k>" (one DVC
+    metrics file for the train stage)."""
+    return {name: train_summary(result) for name, result in results.items()}
 
 
 def evaluation_summary(result: dict[str, Any]) -> dict[str, Any]:

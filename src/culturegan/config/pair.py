@@ -27,7 +27,7 @@ class Pair:
     Text enters as '<source>-<target>' (a hyphen is never in a style name) and is parsed once where
     it comes in: `Pair.parse` for a stage argument (CLI --pair, a KFP step's pair), pydantic for
     params.yaml's train.pairs. `str(pair)` gives the text back, as it appears in paths
-    (runs/<pair>/seed<k>), MLflow tags and run names, metrics.json and KFP parameters.
+    (runs/gan/<pair>/seed<k>), MLflow tags and run names, metrics.json and KFP parameters.
     """
 
     source: str

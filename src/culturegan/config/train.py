@@ -156,6 +156,14 @@ class TrainConfig(StrictModel):
     )
     channels_last: bool = Field(False, description="NHWC memory format (helps on CUDA tensor cores)")
     compile: bool = Field(False, description="torch.compile the networks (slow start, faster steps)")
+    concurrent_runs: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="(pair, seed) trainings the train stage runs at once on a CPU, each in its own "
+        "process with its share of the cores; 0: auto (all of them, up to two per core); 1: one "
+        "after the other, each with every core",
+    )
     checkpoint_every: int = Field(60, ge=1, description="steps between atomic checkpoints")
     log_every: int = Field(20, ge=1, description="steps between logged losses")
     sample_every: int = Field(120, ge=1, description="steps between sample grids")

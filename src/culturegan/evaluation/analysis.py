@@ -335,9 +335,9 @@ def pair_run_ids(
 ) -> dict[str, str]:
     """The training runs behind one directed pair, from `run_ids` keyed by run folder.
 
-    By name: runs/<pair>/run_id.txt, or one per seed below it (runs/<pair>/seed1/run_id.txt). By
+    By name: <runs>/<pair>/run_id.txt, or one per seed below it (<runs>/<pair>/seed1/run_id.txt). By
     place, with `eval_root`: the evaluate stage writes eval_root/<trained pair>/seed<k>/<direction>/
-    for the model in runs/<trained pair>/seed<k>/, so the run whose folder leads to a record's
+    for the model in <runs>/<trained pair>/seed<k>/, so the run whose folder leads to a record's
     metrics file produced it, the reverse direction of a CycleGAN included.
     """
     places = []

@@ -252,7 +252,7 @@ def register_pair(
 ) -> dict[str, Any]:
     """Register the generator of directed pair `pair` and gate it for `champion`.
 
-    `model_dir` is the train stage's output (runs/<training pair>): the generator whose recorded
+    `model_dir` is the train stage's output (runs/gan/<training pair>/seed<k>): the generator whose recorded
     direction is source -> target is used, so CycleGAN's backward model registers under the
     reversed pair. `metrics_file` is the evaluate stage's metrics.json for this directed pair;
     missing, it still registers but never promotes. The model is logged in the run `run_id`

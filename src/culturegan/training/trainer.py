@@ -344,7 +344,7 @@ def train_pair(
     checkpoint_dir: Path | None = None,
     seed: int | None = None,
 ) -> dict[str, Any]:
-    """Train the GAN of one culture pair '<source>-<target>' into `out_dir` (runs/<pair>/seed<k>).
+    """Train the GAN of one culture pair '<source>-<target>' into `out_dir` (runs/gan/<pair>/seed<k>).
 
     `seed` is the training seed (networks' init, data sampler, image pool; default params.seed);
     params.seed itself is left to the stages that sample with it, e.g. the evaluation's KID subsets.
