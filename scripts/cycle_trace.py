@@ -1,6 +1,6 @@
 """How much of the source's sky does a CycleGAN's output carry back to the reverse generator?
 
-    python scripts/cycle_trace.py runs/photo-ukiyoe/seed0                 # the default's pair
+    python scripts/cycle_trace.py runs/gan/photo-ukiyoe/seed0                # the default's pair
     python scripts/cycle_trace.py <run dir> --source photo --target ukiyoe --rows 20 --data data
 
 For the test scenes x of the source style and their true renderings t in the target style (the
