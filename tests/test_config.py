@@ -163,3 +163,22 @@ def test_measure_names_and_directions_come_from_one_table():
         assert measures.metric_info(name)["direction"] == direction, name
         if direction is not None:
             assert RegistryConfig(metric=name).higher_is_better == (direction == "higher")
+
+
+def _keys(raw: object, prefix: str = "") -> set[str]:
+    if not isinstance(raw, dict):
+        return set()
+    return {f"{prefix}{k}" for k in raw} | {x for k, v in raw.items() for x in _keys(v, f"{prefix}{k}.")}
+
+
+@pytest.mark.parametrize("profile", ["realart.yaml", "study.yaml"])
+def test_each_profile_is_a_complete_params_file_that_loads(profile: str):
+    """README: copy a profile over params.yaml and run the usual commands. So it must load, and
+    name every key params.yaml names (a key added to params.yaml is added to the profiles too)."""
+    import yaml
+
+    path = REPO_ROOT / "params" / profile
+    load_params(path)
+    default_keys = _keys(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+    profile_keys = _keys(yaml.safe_load(path.read_text()))
+    assert not default_keys - profile_keys, f"{profile} lacks {sorted(default_keys - profile_keys)}"
