@@ -192,6 +192,21 @@ def test_train_all_trains_every_seed_at_once_in_processes_of_their_own_as_train_
         torch.set_num_threads(before)
 
 
+def test_train_all_queues_the_runs_beyond_its_processes(
+    params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Three runs on one core: two processes (two per core), the third run starts when one ends."""
+    from culturegan import cpus
+
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 1)
+    assert stages.run_concurrency(3, 1) == (2, 1)
+    three = params.model_copy(update={"train": params.train.model_copy(update={"seeds": [0, 1, 2]})})
+    result = stages.train_all_stage(three, three.data.root, tmp_path / "runs", track=False)
+    assert list(result) == [f"photo-inkwash/seed{k}" for k in (0, 1, 2)]
+    assert all(r["steps"] == params.train.steps and r["resumed_from"] == 0 for r in result.values())
+    assert len({_generator_bytes(tmp_path / "runs", k)["generator.pt"] for k in (0, 1, 2)}) == 3
+
+
 def test_a_failed_run_of_train_all_lets_the_others_finish_and_names_itself(
     params: Params, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
