@@ -125,8 +125,8 @@ def run_concurrency(n_runs: int, cpus: int, setting: int = 0) -> tuple[int, int]
 
     Small GAN steps use a core far better in a process of their own than as a share of one
     process's threads (Python's interpreter lock and the per-operator split cost the rest): on
-    2 cores, two single-threaded trainings make ~1.9x the images/s of one training with both
-    threads, three at once ~2x (docs/benchmarks.md). So by default (`setting` 0) every run starts
+    2 cores, two single-threaded trainings at once make ~1.5x the images/s of one training with
+    both threads, three at once a little more (docs/benchmarks.md). So by default (`setting` 0) every run starts
     at once, up to two per core, each with cpus // processes threads (at least one); `setting`
     caps the processes (1: one after the other, each with every core).
     """
