@@ -150,17 +150,15 @@ def _train_worker(
     """One run of `train_all_stage` in a process of its own (spawned: nothing of the parent's
     torch state is inherited), with `threads` torch threads, nested under the parent's MLflow run,
     logging as the CLI does (culturegan's messages at `log_level`, other libraries' warnings)."""
-    import os
-
     import torch
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("culturegan").setLevel(log_level)
     torch.set_num_threads(threads)
     if parent_run_id is not None:
-        from culturegan.tracking.parent_run import PARENT_RUN_ENV
+        from culturegan.tracking.parent_run import use_parent_run
 
-        os.environ[PARENT_RUN_ENV] = parent_run_id
+        use_parent_run(parent_run_id)
     return train_stage(params, pair, seed, data_root, runs_root, resume=resume, track=track)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from culturegan.config import Pair, Params, dump_params, parse_params
 from culturegan.errors import ConfigError
 from culturegan.fileio import atomic_write_text
+from culturegan.tracking.parent_run import use_parent_run  # noqa: F401 - the KFP steps call kfp_io.use_parent_run
 
 PARAMS_SOURCE = "pipeline parameter 'params'"
 # KFP's UI lists metadata and metrics in one table: keep both short.
@@ -70,13 +71,6 @@ def run_pair(text: str) -> Pair:
     """The `pair` of an item of the pipeline parameter `runs`, parsed once for the stage functions:
     a bad pair is a ConfigError (`Pair.parse`)."""
     return Pair.parse(text)
-
-
-def use_parent_run(run_id: str) -> None:
-    """Nest this step's MLflow runs under the pipeline's parent run (see tracking.parent_run)."""
-    from culturegan.tracking.parent_run import PARENT_RUN_ENV
-
-    os.environ[PARENT_RUN_ENV] = run_id
 
 
 def numbers(result: Mapping[str, Any], prefix: str = "") -> dict[str, float]:

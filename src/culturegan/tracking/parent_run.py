@@ -105,6 +105,13 @@ def _open_parents(client: MlflowClient, experiment_id: str, key: str) -> list[Ru
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
+def use_parent_run(run_id: str) -> None:
+    """Nest this process's MLflow runs under the parent run `run_id`: CULTUREGAN_PARENT_RUN_ID,
+    which `start_parent` and `start_or_resume_parent` read first (a KFP step; a process of the
+    train stage's runs)."""
+    os.environ[PARENT_RUN_ENV] = run_id
+
+
 def start_parent(cfg: TrackingConfig, params: Params, name: str = "pipeline") -> str:
     """A new parent run, left RUNNING, for an orchestrator that hands its id to every step itself
     (the KFP pipeline's start-run step); CULTUREGAN_PARENT_RUN_ID instead when that is set."""
