@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from culturegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig, patch_output_size
+from culturegan.models import networks
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
 from culturegan.models.networks import (
     PatchDiscriminator,
@@ -216,6 +217,32 @@ def test_resize_conv_equals_upsample_pad_conv_in_value_and_gradient(size: tuple[
     grads = [torch.autograd.grad((y * g).sum(), (x, layer[2].weight, layer[2].bias)) for y in (layer(x), layer.plain_forward(x))]
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_resize_conv_pads_the_same_way_when_torch_compile_traces_it() -> None:
+    # Under torch.compile ResizeConv replicate-pads by concatenating border slices (inductor
+    # mis-traces replication_pad2d's backward); values and gradients must be those of F.pad.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    ref = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+    cat = networks._replicate_pad1(x)
+    assert torch.equal(ref, cat)
+    (grad_ref,) = torch.autograd.grad((ref * g).sum(), x)
+    (grad_cat,) = torch.autograd.grad((cat * g).sum(), x)
+    torch.testing.assert_close(grad_ref, grad_cat, rtol=1e-12, atol=1e-12)
+
+    layer = init_weights(ResizeConv(3, 4, bias=True)).double()
+    targets: list[str] = []
+
+    def backend(gm, example_inputs):  # dynamo alone: no C++ compiler needed
+        targets.extend(str(n.target) for n in gm.graph.nodes)
+        return gm.forward
+
+    compiled = torch.compile(layer, backend=backend, fullgraph=True)
+    torch.testing.assert_close(compiled(x), layer(x), rtol=1e-12, atol=1e-12)
+    assert any("cat" in t for t in targets)
+    assert not any("pad" in t for t in targets), targets
 
 
 def test_resize_conv_keeps_the_plain_layers_state_dict_and_the_generators_function() -> None:

@@ -286,6 +286,33 @@ def test_directions_run_side_by_side_only_on_a_multi_threaded_cpu_without_batch_
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize(
+    ("objective", "tuned", "split"), [("cyclegan", True, 0), ("cyclegan", False, 0), ("cyclegan", True, 1), ("cut", True, 0), ("cut", False, 0)]
+)
+def test_r1_steps_call_the_discriminators_forward_not_a_compiled_call(objective, tuned, split):
+    # train.compile compiles each network in place (Module.compile), which only module calls go
+    # through; R1 differentiates D twice, which inductor's compiled backward cannot. So on R1
+    # steps every D call whose input is R1's fresh leaf must bypass the module call (its
+    # forward hooks stand in for the compiled call here), and on other steps D is called as usual.
+    params = tiny_params(objective, discriminator={"r1_gamma": 0.01, "r1_every": 2})
+    nets, opts, rt = _setup(params, tuned=tuned)
+    rt.split_threads = split
+    calls: list[tuple[int, bool]] = []
+    step_now = [0]
+    for d in nets.discriminators:
+        d.register_forward_pre_hook(
+            lambda m, args: calls.append((step_now[0], args[0].is_leaf and args[0].requires_grad))
+        )
+    for i in range(2):
+        step_now[0] = i
+        losses = train_step(_random_batch(seed=i), nets, opts, params.train, rt, step=i)
+    assert "r1" in losses  # step 1 (r1_every 2) had the penalty
+    assert not any(r1_leaf for _, r1_leaf in calls)
+    assert {s for s, _ in calls} == {0, 1}  # G's adversarial terms still call D as a module
+    # on step 0 (no R1) the discriminator update calls D as a module too: more calls than step 1
+    assert sum(s == 0 for s, _ in calls) > sum(s == 1 for s, _ in calls)
+
+
 def test_r1_penalty_is_the_mean_squared_input_gradient_of_d_at_the_real_rows():
     params = tiny_params("cyclegan")
     nets, _, rt = _setup(params)

@@ -33,6 +33,14 @@ def _upsample(kind: str, c_in: int, c_out: int, bias: bool) -> nn.Module:
 _RESIZE_TAPS = ((0.0, 0.0, 1.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 0.0))
 
 
+def _replicate_pad1(x: torch.Tensor) -> torch.Tensor:
+    """F.pad(x, (1, 1, 1, 1), mode="replicate") by concatenating border slices: the same values,
+    for torch.compile, whose graphs trace replication_pad2d's backward with a wrong memory layout
+    (inductor on a CPU fails with "expected size 32==32, stride 1==1024")."""
+    x = torch.cat([x[..., :1, :], x, x[..., -1:, :]], dim=-2)
+    return torch.cat([x[..., :1], x, x[..., -1:]], dim=-1)
+
+
 class ResizeConv(nn.Sequential):
     """Nearest-neighbour 2x upsampling, reflection pad 1, 3x3 conv, computed as one stride-2
     transposed convolution of the input replicate-padded by 1, with the 4x4 kernel that the 3x3
@@ -61,7 +69,11 @@ class ResizeConv(nn.Sequential):
         conv = self[2]
         taps = self.taps.to(conv.weight.dtype)
         kernel = torch.einsum("ku,lv,oiuv->iokl", taps, taps, conv.weight)  # (C_in, C_out, 4, 4)
-        padded = nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        padded = (
+            _replicate_pad1(x)
+            if torch.compiler.is_compiling()
+            else nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        )
         return nn.functional.conv_transpose2d(padded, kernel, conv.bias, stride=2, padding=3)
 
     def plain_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -142,6 +142,14 @@ def _r1_input(x: torch.Tensor, gamma: float) -> torch.Tensor:
     return x.detach().requires_grad_(True) if gamma > 0 else x
 
 
+def _scores(d: nn.Module, inputs: torch.Tensor, gamma: float) -> torch.Tensor:
+    """D's scores of its inputs in a discriminator update. On steps with the R1 penalty
+    (gamma > 0) through D's own forward, which bypasses a torch.compile of D (train.compile):
+    R1 differentiates D's input gradient again, which inductor's compiled backward cannot (it
+    fails with "compiled with non-empty donated buffers"). The same computation either way."""
+    return d.forward(inputs) if gamma > 0 else d(inputs)
+
+
 def _r1_penalty(real_scores: torch.Tensor, inputs: torch.Tensor, rows: slice, rt: Runtime) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): the squared norm of D's gradient with respect to its input at
     real images, mean over images. `inputs` is what D was called on (after DiffAugment), `rows`
@@ -254,7 +262,7 @@ def cyclegan_step(
         def judge(d: nn.Module, real: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             with rt.autocast():
                 inputs = _r1_input(aug(torch.cat([real, pooled])), gamma)
-                out = d(inputs)
+                out = _scores(d, inputs, gamma)
                 loss_d = (_gan_loss(out[:n], True) + _gan_loss(out[n:], False)) * 0.5
                 loss_r1 = _r1_penalty(out[:n], inputs, slice(0, n), rt) if gamma > 0 else None
             rt.backward(_with_r1(loss_d, loss_r1, gamma), [d])
@@ -270,17 +278,17 @@ def cyclegan_step(
             if rt.batch_calls:
                 in_b = _r1_input(aug(torch.cat([real_b, pooled_b])), gamma)
                 in_a = _r1_input(aug(torch.cat([real_a, pooled_a])), gamma)
-                out_b, out_a = nets.d_b(in_b), nets.d_a(in_a)
+                out_b, out_a = _scores(nets.d_b, in_b, gamma), _scores(nets.d_a, in_a, gamma)
                 real_b_scores, real_a_scores, reals = out_b[:n], out_a[:n], slice(0, n)
                 loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(out_b[n:], False)) * 0.5
                 loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(out_a[n:], False)) * 0.5
             else:
                 reals = slice(None)
                 in_b = _r1_input(aug(real_b), gamma)
-                real_b_scores = nets.d_b(in_b)
+                real_b_scores = _scores(nets.d_b, in_b, gamma)
                 loss_d_b = (_gan_loss(real_b_scores, True) + _gan_loss(nets.d_b(aug(pooled_b)), False)) * 0.5
                 in_a = _r1_input(aug(real_a), gamma)
-                real_a_scores = nets.d_a(in_a)
+                real_a_scores = _scores(nets.d_a, in_a, gamma)
                 loss_d_a = (_gan_loss(real_a_scores, True) + _gan_loss(nets.d_a(aug(pooled_a)), False)) * 0.5
             loss_r1 = None
             if gamma > 0:
@@ -356,13 +364,13 @@ def cut_step(
     with rt.autocast():
         if rt.batch_calls:
             d_in = _r1_input(aug(torch.cat([fake_b.detach(), real_b])), gamma)
-            out = nets.d(d_in)
+            out = _scores(nets.d, d_in, gamma)
             real_scores, reals = out[n:], slice(n, None)
             loss_d_fake = _gan_loss(out[:n], False)
         else:
             loss_d_fake = _gan_loss(nets.d(aug(fake_b.detach())), False)
             d_in = _r1_input(aug(real_b), gamma)
-            real_scores, reals = nets.d(d_in), slice(None)
+            real_scores, reals = _scores(nets.d, d_in, gamma), slice(None)
         loss_d_real = _gan_loss(real_scores, True)
         loss_d = (loss_d_fake + loss_d_real) * 0.5
         loss_r1 = None
