@@ -105,19 +105,21 @@ def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, fl
 
 def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, float | None]:
     # "bf16" etc.: as training runs; "bf16:serial": CycleGAN's directions in turn, not side by side;
-    # "bf16:cl": channels_last (NHWC) networks and inputs; modes combine, "bf16:serial,cl"
+    # "bf16:cl": channels_last (NHWC) networks and inputs; "bf16:compile": torch.compile (its
+    # compile is part of the warm-up, not of the timed steps); modes combine, "bf16:serial,cl"
     precision, _, modes = spec.partition(":")
-    unknown = set(filter(None, modes.split(","))) - {"serial", "cl"}
+    unknown = set(filter(None, modes.split(","))) - {"serial", "cl", "compile"}
     if unknown:
-        sys.exit(f"--precision {spec!r}: unknown mode(s) {sorted(unknown)}; known: serial, cl")
+        sys.exit(f"--precision {spec!r}: unknown mode(s) {sorted(unknown)}; known: serial, cl, compile")
     side_by_side = False if "serial" in modes.split(",") else None
     channels_last = True if "cl" in modes.split(",") else None
+    compile_ = True if "compile" in modes.split(",") else None
     code = (
         "import json; from pathlib import Path; from culturegan.config import load_params; "
         "from culturegan.training.bench import bench_train; "
         f"r = bench_train(load_params({str(params)!r}), data_root=Path({str(Path(args.data).resolve())!r}), "
         f"precision={precision!r}, batch_size={args.batch}, steps={STEPS}, rounds=1, warmup={WARMUP}, "
-        f"side_by_side={side_by_side!r}, channels_last={channels_last!r}); "
+        f"side_by_side={side_by_side!r}, channels_last={channels_last!r}, compile={compile_!r}); "
         "print('RESULT', json.dumps(r['tuned']))"
     )
     text, rss, steal = timed([sys.executable, "-c", code], ROOT)
@@ -139,8 +141,8 @@ def main() -> None:
     ap.add_argument(
         "--precision", nargs="+", default=["bf16-full", "bf16"],
         help="culturegan variants, each a train.precision, optionally with ':serial' (the two "
-        "directions in turn rather than side by side in two threads), ':cl' (channels_last) or both "
-        "(':serial,cl')",
+        "directions in turn rather than side by side in two threads), ':cl' (channels_last), "
+        "':compile' (torch.compile), or several (':serial,cl')",
     )
     ap.add_argument("--out", type=Path, help="append the result as one JSON line here")
     args = ap.parse_args()
