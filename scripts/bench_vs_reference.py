@@ -107,13 +107,14 @@ def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, flo
     # "bf16" etc.: as training runs; "bf16:serial": CycleGAN's directions in turn, not side by side;
     # "bf16:cl": channels_last (NHWC) networks and inputs; "bf16:compile": torch.compile (its
     # compile is part of the warm-up, not of the timed steps); modes combine, "bf16:serial,cl"
-    precision, _, modes = spec.partition(":")
-    unknown = set(filter(None, modes.split(","))) - {"serial", "cl", "compile"}
+    precision, _, spec_modes = spec.partition(":")
+    modes = set(filter(None, spec_modes.split(",")))
+    unknown = modes - {"serial", "cl", "compile"}
     if unknown:
         sys.exit(f"--precision {spec!r}: unknown mode(s) {sorted(unknown)}; known: serial, cl, compile")
-    side_by_side = False if "serial" in modes.split(",") else None
-    channels_last = True if "cl" in modes.split(",") else None
-    compile_ = True if "compile" in modes.split(",") else None
+    side_by_side = False if "serial" in modes else None
+    channels_last = True if "cl" in modes else None
+    compile_ = True if "compile" in modes else None
     code = (
         "import json; from pathlib import Path; from culturegan.config import load_params; "
         "from culturegan.training.bench import bench_train; "
