@@ -142,3 +142,22 @@ def test_summary_gives_the_gans_margin_in_each_classifier_run_of_an_ensemble():
     assert "gan_kid_margin_per_classifier_run" not in summarize(metrics)
     row = summarize(metrics | {"classifier_members": members})
     assert row["gan_kid_margin_per_classifier_run"] == pytest.approx([0.1, -0.2, None])
+
+
+def test_quality_curve_stops_before_training_when_the_classifier_is_missing(tmp_path, monkeypatch):
+    # bench quality scores with the style classifier only after training every budget: without
+    # one it must stop at once, naming the file, and not after minutes of training.
+    from culturegan import quality
+    from culturegan.errors import CheckpointError
+
+    trained = []
+    monkeypatch.setattr("culturegan.training.trainer.train_pair", lambda *a, **k: trained.append(a))
+    missing = tmp_path / "runs" / "style_classifier" / "classifier.pt"
+    with pytest.raises(CheckpointError, match="classifier.pt not found"):
+        quality.quality_curve(parse_params({}), Pair("photo", "ukiyoe"), [10], tmp_path / "data", missing, tmp_path)
+    assert trained == []
+    (missing.parent).mkdir(parents=True)
+    missing.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable style classifier"):
+        quality.quality_curve(parse_params({}), Pair("photo", "ukiyoe"), [10], tmp_path / "data", missing, tmp_path)
+    assert trained == []

@@ -99,11 +99,15 @@ def quality_curve(
     work_dir: Path,
     label: str = "",
 ) -> list[dict[str, Any]]:
-    """Train `pair` for each budget in `steps` and score both directions; one row per direction."""
+    """Train `pair` for each budget in `steps` and score both directions; one row per direction.
+    The classifier is checked before any training, so a missing or unreadable one stops the
+    command at once instead of after every budget has trained."""
+    from culturegan.evaluation.classifier import load_classifier
     from culturegan.evaluation.evaluate import evaluate_pair
     from culturegan.stages import directions
     from culturegan.training.trainer import train_pair
 
+    load_classifier(classifier_path)  # CheckpointError naming the file and the stage that writes it
     rows = []
     for n in steps:
         p = params.model_copy(update={"train": params.train.model_copy(update={"steps": n})})
