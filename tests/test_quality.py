@@ -156,7 +156,7 @@ def test_quality_curve_stops_before_training_when_the_classifier_is_missing(tmp_
     with pytest.raises(CheckpointError, match="classifier.pt not found"):
         quality.quality_curve(parse_params({}), Pair("photo", "ukiyoe"), [10], tmp_path / "data", missing, tmp_path)
     assert trained == []
-    (missing.parent).mkdir(parents=True)
+    missing.parent.mkdir(parents=True)
     missing.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable style classifier"):
         quality.quality_curve(parse_params({}), Pair("photo", "ukiyoe"), [10], tmp_path / "data", missing, tmp_path)

@@ -107,7 +107,7 @@ def quality_curve(
     from culturegan.stages import directions
     from culturegan.training.trainer import train_pair
 
-    load_classifier(classifier_path)  # CheckpointError naming the file and the stage that writes it
+    load_classifier(classifier_path)  # a CheckpointError that names the file
     rows = []
     for n in steps:
         p = params.model_copy(update={"train": params.train.model_copy(update={"steps": n})})
