@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -509,8 +510,15 @@ def test_an_ensemble_scores_each_members_relative_gain_in_its_own_space(tmp_path
 
 
 def test_missing_or_corrupt_classifier_is_a_checkpoint_error(tmp_path: Path):
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match="not found") as missing:
         load_classifier(tmp_path / "absent.pt")
+    # the hint's command must be one the CLI has (it once named `culturegan train-classifier`)
+    from typer.main import get_command
+
+    from culturegan.cli import app
+
+    named = re.findall(r"`culturegan ([\w-]+)", missing.value.hint)
+    assert named and set(named) <= set(get_command(app).commands), named
     bad = tmp_path / "classifier.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable style classifier"):

@@ -291,7 +291,7 @@ def train_style_classifier(params: Params, data_root: Path, out_dir: Path) -> di
 def load_classifier(path: Path, batch_size: int = 64) -> StyleClassifier:
     """Load `classifier.pt` written by train_style_classifier (weights only: no code is unpickled)."""
     path = Path(path)
-    hint = "run the classifier stage (`culturegan train-classifier`) to write it"
+    hint = "run the classifier stage (`culturegan classifier`, or `dvc repro classifier`) to write it"
     if not path.is_file():
         raise CheckpointError(f"style classifier {path} not found", hint=hint)
     try:
