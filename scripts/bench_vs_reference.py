@@ -9,7 +9,9 @@ warm-up steps; the reference's own per-iteration prints (compute time × batch +
 summed, culturegan's bench times the 30 steps. Peak memory is each process's max RSS
 (/usr/bin/time -v). Each run also records `steal_share`, the share of the machine's CPU time
 that the hypervisor took while it ran (/proc/stat; on a busy host's VM figures move by tens of
-percent, docs/benchmarks.md "The AMX box"). Not a test: a benchmark for docs/benchmarks.md.
+percent, docs/benchmarks.md "The AMX box"), and `host_speed_before`, the host's speed at fixed
+one-thread work just before it (culturegan.hostspeed), which on a VM can halve within a minute
+with no steal reported. Not a test: a benchmark for docs/benchmarks.md.
 
 The reference is not part of this project: clone it yourself and give its folder and a python
 that can run it (torch 2.14.1 and its imports, e.g. dominate and wandb for the 2025 upstream):
@@ -32,9 +34,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from culturegan.hostspeed import host_speed
 from culturegan.hoststeal import StealMeter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,11 +154,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         params, ds = bench_params(args, work), reference_dataset(args, work)
-        runs: dict[str, list[dict[str, float | None]]] = {"reference": [], **{p: [] for p in args.precision}}
+        runs: dict[str, list[dict[str, Any]]] = {"reference": [], **{p: [] for p in args.precision}}
         for i in range(args.runs):  # alternating, so load from other processes hits all alike
-            runs["reference"].append(run_reference(args, ds, f"bench{i}"))
+            # each run with the host's speed at fixed work just before it (culturegan.hostspeed):
+            # on a VM it can change by 2x within a minute
+            speed = host_speed()
+            runs["reference"].append({**run_reference(args, ds, f"bench{i}"), "host_speed_before": speed})
             for precision in args.precision:
-                runs[precision].append(run_ours(args, params, precision))
+                speed = host_speed()
+                runs[precision].append({**run_ours(args, params, precision), "host_speed_before": speed})
             print(json.dumps({k: v[-1] for k, v in runs.items()}), file=sys.stderr)
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("images_per_s", "peak_rss_mb")} for k, v in runs.items()}
     ref = med["reference"]

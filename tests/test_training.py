@@ -1042,6 +1042,8 @@ def test_bench_train_cli_times_steps_fed_by_the_training_loader(data_root, tmp_p
     # the host's share of CPU time over the command: a fraction on Linux, None where unknown
     assert "steal_share" in out
     assert out["steal_share"] is None or 0.0 <= out["steal_share"] <= 1.0
+    # and the host's speed at fixed work (culturegan.hostspeed), to compare sessions
+    assert out["host_speed"]["conv_fp32_gflops"] > 0 and out["host_speed"]["copy_gbps"] > 0
     random = json.loads(CliRunner().invoke(app, args).stdout)
     assert random["data"] == "random" and "data_images" not in random
     assert out["tuned"]["split_threads"] == trainer.split_threads(

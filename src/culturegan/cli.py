@@ -279,8 +279,11 @@ def bench_train_cmd(
             side_by_side=side_by_side,
         )
     # the host's share of CPU time over the whole command (warm-up included): figures taken at a
-    # high share are not comparable with others (docs/benchmarks.md)
-    _emit({**result, "steal_share": steal.share})
+    # high share are not comparable with others (docs/benchmarks.md); and its speed at fixed
+    # one-thread work right after, to set figures from different sessions side by side
+    from culturegan.hostspeed import host_speed
+
+    _emit({**result, "steal_share": steal.share, "host_speed": host_speed()})
 
 
 @bench_app.command("gpu-check")
