@@ -269,6 +269,7 @@ def bench_train_cmd(
     ] = None,
 ) -> None:
     """Training throughput (images/s) and peak memory for a config; JSON."""
+    from culturegan.hostspeed import host_speed
     from culturegan.hoststeal import StealMeter
     from culturegan.training.bench import bench_train
 
@@ -281,8 +282,6 @@ def bench_train_cmd(
     # the host's share of CPU time over the whole command (warm-up included): figures taken at a
     # high share are not comparable with others (docs/benchmarks.md); and its speed at fixed
     # one-thread work right after, to set figures from different sessions side by side
-    from culturegan.hostspeed import host_speed
-
     _emit({**result, "steal_share": steal.share, "host_speed": host_speed()})
 
 
