@@ -263,6 +263,27 @@ def test_ssim_of_flat_images_is_the_luminance_term_and_ssim_rgb_is_the_channel_m
     assert imageops.ssim_rgb(x, x) == pytest.approx([1.0] * 3)
 
 
+def test_batched_ssim_equals_scikit_image_image_by_image():
+    # imageops computes a whole batch at once; scikit-image's structural_similarity of each
+    # image (and channel) is the reference it must reproduce, on square, odd and 128 px images.
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(11)
+    kwargs = {"data_range": 1.0, "gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+    for shape in [(4, 64, 64), (3, 23, 17), (2, 128, 128)]:
+        x = rng.random(shape)
+        y = np.clip(x + rng.normal(scale=0.2, size=shape), 0, 1)
+        want = [structural_similarity(a, b, **kwargs) for a, b in zip(x, y, strict=True)]
+        np.testing.assert_array_equal(imageops.ssim(x, y), want)
+        xu = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        yu = np.clip(xu.astype(int) + rng.integers(-40, 40, xu.shape), 0, 255).astype(np.uint8)
+        want = [
+            structural_similarity(a, b, channel_axis=-1, **kwargs)
+            for a, b in zip(imageops.to_unit(xu), imageops.to_unit(yu), strict=True)
+        ]
+        np.testing.assert_array_equal(imageops.ssim_rgb(xu, yu), want)
+
+
 def test_ssim_refuses_images_smaller_than_its_window_or_of_two_shapes():
     assert imageops.ssim_window() == 11
     small = np.zeros((2, 10, 12, 3), dtype=np.uint8)
