@@ -263,7 +263,7 @@ def test_ssim_of_flat_images_is_the_luminance_term_and_ssim_rgb_is_the_channel_m
     assert imageops.ssim_rgb(x, x) == pytest.approx([1.0] * 3)
 
 
-def test_batched_ssim_equals_scikit_image_image_by_image():
+def test_batched_ssim_equals_scikit_image_image_by_image(monkeypatch):
     # imageops computes a whole batch at once; scikit-image's structural_similarity of each
     # image (and channel) is the reference it must reproduce, on square, odd and 128 px images.
     from skimage.metrics import structural_similarity
@@ -282,6 +282,13 @@ def test_batched_ssim_equals_scikit_image_image_by_image():
             for a, b in zip(imageops.to_unit(xu), imageops.to_unit(yu), strict=True)
         ]
         np.testing.assert_array_equal(imageops.ssim_rgb(xu, yu), want)
+    # large batches go through in chunks of images, with the same scores as one chunk
+    x = rng.random((5, 20, 20))
+    y = np.clip(x + rng.normal(scale=0.2, size=x.shape), 0, 1)
+    whole = imageops.ssim(x, y)
+    monkeypatch.setattr(imageops, "SSIM_CHUNK_VALUES", 2 * 20 * 20)
+    np.testing.assert_array_equal(imageops.ssim(x, y), whole)
+    assert imageops.ssim(x[:0], y[:0]).shape == (0,)
 
 
 def test_ssim_refuses_images_smaller_than_its_window_or_of_two_shapes():

@@ -100,6 +100,21 @@ def _ssim_means(maps: np.ndarray, sigma: float) -> np.ndarray:
     ).reshape(maps.shape[:2])
 
 
+SSIM_CHUNK_VALUES = 1 << 22  # float64 values per image chunk: the maps' ~15 temporaries stay near 0.5 GB
+
+
+def _ssim_batch(x: np.ndarray, y: np.ndarray, data_range: float, sigma: float) -> np.ndarray:
+    """(N, C) SSIM scores of (N, C, H, W) batches, in chunks of images so that memory does not
+    grow with the number of images."""
+    per_image = max(1, int(np.prod(x.shape[1:])))
+    step = max(1, SSIM_CHUNK_VALUES // per_image)
+    parts = [
+        _ssim_means(_ssim_maps(x[i : i + step], y[i : i + step], data_range, sigma), sigma)
+        for i in range(0, len(x), step)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, x.shape[1]))
+
+
 def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = SSIM_SIGMA) -> np.ndarray:
     """Per-image SSIM of (N, H, W) float batches: skimage's structural_similarity of each pair
     (Wang et al. 2004, gaussian window, population covariances, the border of one window radius
@@ -107,7 +122,7 @@ def ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0, sigma: float = S
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     _check_ssim(x, y, 3, sigma)
-    return _ssim_means(_ssim_maps(x[:, None], y[:, None], data_range, sigma), sigma)[:, 0]
+    return _ssim_batch(x[:, None], y[:, None], data_range, sigma)[:, 0]
 
 
 def ssim_rgb(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -116,7 +131,7 @@ def ssim_rgb(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     _check_ssim(xs, ys, 4, SSIM_SIGMA)
     # channels first and contiguous, so each channel's map is laid out as skimage's is
     xs, ys = (np.ascontiguousarray(a.transpose(0, 3, 1, 2)) for a in (xs, ys))
-    per_channel = _ssim_means(_ssim_maps(xs, ys, 1.0, SSIM_SIGMA), SSIM_SIGMA)
+    per_channel = _ssim_batch(xs, ys, 1.0, SSIM_SIGMA)
     return np.array([channels.mean() for channels in per_channel])
 
 
