@@ -26,6 +26,7 @@ from culturegan.config import Pair, Params, parse_params
 from culturegan.data.manifest import ManifestRow, manifest_frame, write_manifest
 from culturegan.errors import CheckpointError, ConfigError
 from culturegan.training import objectives, trainer
+from culturegan.training.adam import LinearDecay
 from culturegan.training.checkpoint import load_generator, read_generator_file
 from culturegan.training.dataset import PairImages, UnpairedSampler, to_unit_range
 from culturegan.training.objectives import build_nets, build_optimizers, train_step
@@ -371,6 +372,58 @@ def test_lazy_r1_applies_k_times_the_penalty_on_every_kth_step_and_none_between(
         assert torch.equal(lazy_off[k], none[k]), k
     # and the penalty did change D (else the equalities above would say nothing)
     assert any(not torch.equal(eager[k], none[k]) for k in eager if k.startswith("d"))
+
+
+@pytest.mark.parametrize(("tuned", "split"), [(True, 0), (False, 0), (True, 1)])
+def test_lazy_identity_applies_k_times_the_identity_terms_on_every_kth_step_and_none_between(tuned, split):
+    # cyclegan.identity_every k: on the last step of each k the update is exactly that of the
+    # identity terms at k times their weight on every step; on the other steps exactly that of no
+    # identity terms (the generators then run on fewer images: what makes it cheaper). The logged
+    # identity losses keep the every-step weight's scale.
+    def one_step(step: int, lambda_identity: float, every: int):
+        params = tiny_params("cyclegan", cyclegan={"lambda_identity": lambda_identity, "identity_every": every})
+        nets, opts, rt = _setup(params, tuned=tuned)
+        rt.split_threads = split
+        losses = train_step(_random_batch(), nets, opts, params.train, rt, step)
+        return _states(nets), losses
+
+    lazy_on, losses_on = one_step(3, 0.5, 4)
+    eager_k, _ = one_step(0, 2.0, 1)
+    _, losses_eager = one_step(0, 0.5, 1)
+    lazy_off, losses_off = one_step(4, 0.5, 4)
+    none, _ = one_step(0, 0.0, 1)
+    assert "idt_a" in losses_on and "idt_a" not in losses_off
+    for k in ("idt_a", "idt_b"):
+        assert torch.allclose(losses_on[k], losses_eager[k], rtol=1e-6), k
+    for k in eager_k:
+        assert torch.equal(lazy_on[k], eager_k[k]), k
+        assert torch.equal(lazy_off[k], none[k]), k
+    # and the identity terms did change G (else the equalities above would say nothing)
+    assert any(not torch.equal(eager_k[k], none[k]) for k in eager_k if k.startswith("g"))
+
+
+@pytest.mark.parametrize("objective", ["cyclegan", "cut"])
+def test_discriminator_lr_scale_sets_the_discriminators_rate_only_and_follows_the_schedule(objective):
+    params = tiny_params(objective, lr=1e-3, decay_start=0.0, discriminator={"lr_scale": 4.0})
+    _, opts, _ = _setup(params)
+    assert opts.g.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert opts.d.param_groups[0]["lr"] == pytest.approx(4e-3)
+    # the schedule (linear decay from step 0 here) scales each optimiser's own base rate
+    factor = linear_decay(params.train.steps, params.train.decay_start)
+    scheds = [LinearDecay(opts.g, factor), LinearDecay(opts.d, factor)]
+    for _ in range(2):
+        for sched in scheds:
+            sched.step()
+    assert 0 < opts.g.param_groups[0]["lr"] < 1e-3
+    assert opts.d.param_groups[0]["lr"] == pytest.approx(4 * opts.g.param_groups[0]["lr"])
+
+
+def test_identity_every_is_part_of_the_run_fingerprint():
+    prints = {
+        every: trainer.run_fingerprint(tiny_params("cyclegan", cyclegan={"identity_every": every}), Pair("photo", "inkwash"))
+        for every in (1, 4)
+    }
+    assert prints[1] != prints[4]
 
 
 def test_source_cycle_scale_weighs_the_source_cycle_only_and_changes_the_update():

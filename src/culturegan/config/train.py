@@ -46,6 +46,13 @@ class DiscriminatorConfig(StrictModel):
     ndf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
     n_layers: int = Field(3, ge=1, le=6, description="stride-2 conv layers (3: 70x70 receptive field)")
     norm: Literal["instance", "batch", "none"] = "instance"
+    lr_scale: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="the discriminators' learning rate as a multiple of train.lr (two time-scale"
+        " updates, Heusel et al. 2017); 1: the same rate as the generators (the papers')",
+    )
     r1_gamma: float = Field(
         0.0,
         ge=0,
@@ -74,6 +81,13 @@ class CycleGANConfig(StrictModel):
         description="weight of the source -> target -> source cycle, as a fraction of lambda_cycle"
         " (the reference code's lambda_A / lambda_B); the target's cycle and the identity terms keep"
         " lambda_cycle. 1: the paper's balance",
+    )
+    identity_every: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="lazy identity loss (as lazy R1): the identity terms only on every k-th step,"
+        " weighted k times, so they cost about 1/k as much; 1: every step (the paper's)",
     )
     pool_size: int = Field(50, ge=0, description="history of generated images shown to D; 0 = none")
 
