@@ -129,22 +129,23 @@ def build_optimizers(nets: Nets, cfg: TrainConfig, fast: bool) -> Optimizers:
     )
 
 
+def _lazy_weight(weight: float, every: int, step: int) -> float:
+    """A regulariser's weight at this step, lazily (Karras et al. 2020): `weight` on every step
+    when `every` is 1, else `every` * `weight` on the last step of every `every` (steps k-1,
+    2k-1, ...) and 0 on the others: the same weight on average for about 1/k of the cost."""
+    return weight * every if step % every == every - 1 else 0.0
+
+
 def _r1_gamma(cfg: TrainConfig, step: int) -> float:
-    """The R1 weight at this step: gamma on every step, or, lazily (r1_every k > 1), k * gamma on
-    the last step of every k (steps k-1, 2k-1, ...) and 0 on the others: the same weight on
-    average for about 1/k of the cost."""
-    k = cfg.discriminator.r1_every
-    return cfg.discriminator.r1_gamma * k if step % k == k - 1 else 0.0
+    """The R1 weight at this step (train.discriminator.r1_every)."""
+    return _lazy_weight(cfg.discriminator.r1_gamma, cfg.discriminator.r1_every, step)
 
 
 def _identity_weight(cfg: TrainConfig, step: int) -> float:
-    """The identity terms' weight at this step: lambda_identity * lambda_cycle on every step, or,
-    lazily (identity_every k > 1), k times that on the last step of every k and 0 on the others,
-    as lazy R1 does: the same weight on average, and the generators run on a third fewer images
-    on the steps without it."""
-    k = cfg.cyclegan.identity_every
-    lam = cfg.cyclegan.lambda_identity * cfg.cyclegan.lambda_cycle
-    return lam * k if step % k == k - 1 else 0.0
+    """The identity terms' weight at this step (train.cyclegan.identity_every); on the steps
+    without them the generators run on a third fewer images."""
+    c = cfg.cyclegan
+    return _lazy_weight(c.lambda_identity * c.lambda_cycle, c.identity_every, step)
 
 
 def _r1_input(x: torch.Tensor, gamma: float) -> torch.Tensor:
