@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT
 
-from culturegan.gpucheck import RESULT_JSON, RESULT_MD, SECTIONS
+from culturegan.gpucheck import RESULT_JSON, RESULT_MD, SECTIONS, parse_selection, run_gpu_check
 
 
 def test_gpu_check_quick_cpu_dry_run_writes_every_section(tmp_path: Path):
@@ -44,9 +45,35 @@ def test_gpu_check_quick_cpu_dry_run_writes_every_section(tmp_path: Path):
     te = result["train_eval"]
     assert te["status"] == "ok", te
     assert te["steps"] == 2 and "gan" in te["methods"] and "kid_classifier" in te["gan_metrics"]
+    assert {"gan", "identity", "reinhard"} <= set(te["by_method"])  # the GAN beside its baselines
+    assert all("gt_ssim" in m and "gt_psnr" in m for m in te["by_method"].values())
+    assert te["by_method"]["gan"]["gt_ssim"] == te["gan_metrics"]["gt_ssim"]
     loader = result["loader"]
     assert loader["status"] == "ok", loader
     assert loader["tuned"]["images_per_s"] > 0 and loader["data_images"]["a"] == 6
     md = (out / RESULT_MD).read_text()
     assert "| batch | path |" in md and "## train_eval" in md
     assert not (tmp_path / "not_this").exists()  # --out wins over $OUT
+
+
+def test_gpu_check_reruns_only_the_chosen_parts_and_batches(tmp_path: Path):
+    # What a second, short device call uses after a first run's budget cut rows off.
+    result = run_gpu_check(tmp_path, "cpu", quick=True, compile_=False, batches=[1], parts=("matrix",))
+    assert result["parts"] == ["matrix"] and result["batches"] == [1]
+    assert result["matrix"] and {r["batch"] for r in result["matrix"]} == {1}
+    assert result["train_eval"] is None and result["loader"] is None
+    assert set(result["targets"]["per_batch"]) == {"1"}
+    assert json.loads((tmp_path / RESULT_JSON).read_text())["batches"] == [1]
+
+
+def test_gpu_check_selection_errors_name_the_option():
+    assert parse_selection("", "matrix,compile") == ([], ("matrix", "compile"))
+    assert parse_selection("8, 1", "train_eval") == ([8, 1], ("train_eval",))
+    with pytest.raises(ValueError, match="--batches"):
+        parse_selection("one", "matrix")
+    with pytest.raises(ValueError, match="--batches"):
+        parse_selection("0", "matrix")
+    with pytest.raises(ValueError, match="--parts.*loader"):
+        parse_selection("1", "matrix,loader")
+    with pytest.raises(ValueError, match="choose from"):
+        run_gpu_check(None, "cpu", quick=True, parts=("everything",))

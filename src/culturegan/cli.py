@@ -292,12 +292,19 @@ def bench_gpu_check_cmd(
     out: Annotated[Path | None, typer.Option(help="result folder (default: $OUT, else ./gpu_check)")] = None,
     budget_s: Annotated[float, typer.Option(help="seconds for the whole check")] = 360.0,
     compile: Annotated[bool, typer.Option(help="include the torch.compile rows")] = True,
+    batches: Annotated[str, typer.Option(help="comma-separated batch sizes instead of the mode's")] = "",
+    parts: Annotated[str, typer.Option(help="comma-separated parts: matrix,train_eval,compile")] = (
+        "matrix,train_eval,compile"),
 ) -> None:
     """Issue 13's GPU check: plain vs tuned steps at 256 px (batch 1/4/8, fp16/bf16, compile),
     peak memory, a short training + evaluation; gpu_check.json + gpu_check.md (scripts/gpu_check.sh)."""
-    from culturegan.gpucheck import run_gpu_check
+    from culturegan.gpucheck import parse_selection, run_gpu_check
 
-    _emit(run_gpu_check(out, device, quick, budget_s, compile))
+    try:
+        sizes, chosen = parse_selection(batches, parts)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    _emit(run_gpu_check(out, device, quick, budget_s, compile, sizes, chosen))
 
 
 @bench_app.command("quality")

@@ -38,6 +38,7 @@ from typing import Any
 RESULT_JSON = "gpu_check.json"
 RESULT_MD = "gpu_check.md"
 SECTIONS = ("env", "matrix", "loader", "train_eval", "targets")
+PARTS = ("matrix", "train_eval", "compile")  # what --parts can choose (the loader rides on train_eval)
 
 # Targets of issue 13 (GPU): tuned vs plain at 256x256, resnet 9 blocks, ngf 64, batch 1-8.
 TARGET_SPEEDUP = 2.0
@@ -313,6 +314,12 @@ def measure_train_eval(check: Check, device: str, sizes: dict[str, Any], work: P
         "classifier_test_accuracy": clf["test_accuracy"],
         "methods": metrics["methods"],
         "gan_metrics": {k: v for k, v in gan.items() if isinstance(v, int | float)},
+        # The GAN's numbers mean something only beside the baselines' on the same test images.
+        "by_method": {
+            name: {k: m[k] for k in ("gt_ssim", "gt_psnr", "content_edge_ssim",
+                                     "kid_classifier_relative_gain") if k in m}
+            for name, m in full["methods"].items()
+        },
         **{k: round(v, 2) for k, v in times.items()},
     }
 
@@ -413,19 +420,42 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_selection(batches: str, parts: str) -> tuple[list[int], tuple[str, ...]]:
+    """`--batches 1,4` and `--parts matrix,compile` as lists; a clear ValueError for anything else."""
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--batches takes comma-separated positive integers, got {batches!r}") from None
+    if any(b < 1 for b in sizes):
+        raise ValueError(f"--batches takes comma-separated positive integers, got {batches!r}")
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown or not chosen:
+        raise ValueError(f"--parts: unknown or empty {unknown or parts!r}; choose from {','.join(PARTS)}")
+    return sizes, chosen
+
+
 def run_gpu_check(
     out_dir: Path | None = None,
     device: str = "cuda",
     quick: bool = False,
     budget_s: float = 360.0,
     compile_: bool = True,
+    batches: list[int] | None = None,
+    parts: tuple[str, ...] = PARTS,
 ) -> dict[str, Any]:
-    """The whole check; returns the result dict and writes gpu_check.json / gpu_check.md."""
+    """The whole check, or the `parts` of it at the given `batches` (a rerun of what a first run's
+    budget cut off); returns the result dict and writes gpu_check.json / gpu_check.md."""
     import torch
 
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown part(s) {sorted(unknown)}: choose from {', '.join(PARTS)}")
     if out_dir is None:
         out_dir = Path(os.environ.get("OUT") or "gpu_check")
     sizes = _quick_sizes() if quick else _full_sizes()
+    if batches:
+        sizes["batches"] = sorted(set(batches))
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # as the reference implementation does
     check = Check(
@@ -433,6 +463,8 @@ def run_gpu_check(
         budget_s,
         {
             "mode": "quick" if quick else "full",
+            "parts": list(parts),
+            "batches": sizes["batches"],
             "budget_s": budget_s,
             "objective": "cyclegan",
             "image_size": sizes["image_size"],
@@ -444,20 +476,22 @@ def run_gpu_check(
     )
     check.result["env"] = environment(device)
     check.write()
-    measure_matrix(check, device, sizes)
-    with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        work = Path(tmp)
-        train_eval = check.attempt(
-            "train+evaluate", lambda: measure_train_eval(check, device, sizes, work), 45, 240
-        )
-        check.result["train_eval"] = train_eval
-        check.write()
-        data_root = work / "data" if (work / "data").is_dir() else None
-        check.result["loader"] = check.attempt(
-            "loader", lambda: measure_loader(device, sizes, data_root), 10, 120
-        )
-        check.write()
-    if compile_:
+    if "matrix" in parts:
+        measure_matrix(check, device, sizes)
+    if "train_eval" in parts:
+        with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
+            work = Path(tmp)
+            train_eval = check.attempt(
+                "train+evaluate", lambda: measure_train_eval(check, device, sizes, work), 45, 240
+            )
+            check.result["train_eval"] = train_eval
+            check.write()
+            data_root = work / "data" if (work / "data").is_dir() else None
+            check.result["loader"] = check.attempt(
+                "loader", lambda: measure_loader(device, sizes, data_root), 10, 120
+            )
+            check.write()
+    if compile_ and "compile" in parts:
         measure_compiled(check, device, sizes)
     check.write()
     return check.result
@@ -499,11 +533,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="result folder (default: $OUT, else ./gpu_check)")
     ap.add_argument("--budget-s", type=float, default=360.0, help="seconds for the whole check")
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
+    ap.add_argument("--batches", default="", help="comma-separated batch sizes instead of the mode's (e.g. 1)")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
     args = ap.parse_args(argv)
-    result = run_gpu_check(args.out, args.device, args.quick, args.budget_s, not args.no_compile)
-    print(to_markdown(result))
+    try:
+        batches, parts = parse_selection(args.batches, args.parts)
+    except ValueError as err:
+        ap.error(str(err))
+    result = run_gpu_check(args.out, args.device, args.quick, args.budget_s, not args.no_compile,
+                           batches, parts)
+    print(to_markdown(result), flush=True)
     return 0
 
 
+def _exit_now(code: int) -> None:
+    """Leave without the interpreter's shutdown. On the H200 (stop 42) the check had written and
+    printed everything at 433 s and then hung in shutdown until the device call's limit, most
+    likely joining the inductor compile workers of a compile the budget had cut off. The results
+    are on disk (written atomically) by now, so nothing is lost by skipping the shutdown."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _exit_now(main())
