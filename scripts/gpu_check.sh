@@ -15,7 +15,9 @@
 #
 #   bash scripts/gpu_check.sh                      # the check (about 6 minutes of its budget)
 #   bash scripts/gpu_check.sh --device cpu --quick # dry run of every part in seconds (a test does this)
-# Extra arguments go to `python -m culturegan.gpucheck` (--budget-s, --no-compile, --out).
+#   bash scripts/gpu_check.sh --batches 1 --parts matrix,compile   # rerun what a budget cut off
+# Extra arguments go to `python -m culturegan.gpucheck` (--budget-s, --no-compile, --out,
+# --batches, --parts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
