@@ -291,6 +291,31 @@ def test_an_unequal_cycle_weighting_is_named_as_a_caveat_on_the_asymmetry(tmp_pa
             assert "source_cycle_scale is 0.5" in unequal[0]
 
 
+def test_a_style_classifier_at_chance_is_the_first_caveat(tmp_path: Path):
+    """KID, FID and the deception rate live in the classifier's feature space: a classifier that a
+    binomial test cannot tell from guessing (the GPU check's 256 px run at stop 42: 0.50 on two
+    styles) must be named, first, and a good one must not be."""
+    records = [fake_record("photo-inkwash", 0, 0.5)]
+    culture = culture_dict(STYLES4, distinct_matrix(4))
+    n_test = {s: 24 for s in STYLES4}  # 96 held-out images, guessing gives 0.25
+    for name, accuracy, shown in (("chance", 0.25, True), ("weak", 0.30, True),
+                                  ("above", 0.40, False), ("good", 0.97, False)):
+        clf = {"styles": STYLES4, "test_accuracy": accuracy, "n_test": n_test,
+               "test_accuracy_per_style": {s: accuracy for s in STYLES4},
+               "confusion": {"matrix": [[6] * 4] * 4}}
+        out = tmp_path / name
+        analysis = analyze_records(params(), records, culture, out, classifier=clf)
+        first = analysis["caveats"][0]
+        assert first.startswith("The style classifier is at chance") is shown, name
+        html = render_report(analysis, out).read_text(encoding="utf-8")
+        assert ("The style classifier is at chance" in html) is shown, name
+        if shown:
+            assert f"test accuracy {accuracy:.3f} on 96 held-out images of 4 styles" in first
+            assert "guessing gives 0.250" in first
+    no_report = analyze_records(params(), records, culture, tmp_path / "none")
+    assert not any("at chance" in c for c in no_report["caveats"])
+
+
 def test_every_directed_pair_lists_its_training_run_the_reverse_of_a_cyclegan_included(
     tmp_path: Path,
 ):

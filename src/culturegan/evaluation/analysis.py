@@ -266,6 +266,7 @@ def analyze_records(
         "caveats": caveats(
             params.data.is_synthetic,
             params.train.cyclegan.source_cycle_scale if params.train.objective == "cyclegan" else None,
+            classifier,
         ),
     }
     analysis = _clean(analysis)

@@ -35,11 +35,48 @@ CAVEATS = [
 ]
 
 
-def caveats(synthetic: bool, source_cycle_scale: float | None = None) -> list[str]:
-    """The standing caveats; the one about synthetic data only when the data are synthetic, and one
+# A classifier whose held-out accuracy a one-sided binomial test cannot tell from guessing at
+# this level has no feature space worth measuring KID, FID or the deception rate in.
+CHANCE_ALPHA = 0.01
+
+
+def classifier_at_chance(classifier: dict[str, Any] | None) -> str | None:
+    """The caveat for a style classifier (its classifier.json) whose test accuracy is not above
+    chance (1/k for k styles) at CHANCE_ALPHA; None when it is, or when the report is missing."""
+    if not classifier or classifier.get("test_accuracy") is None:
+        return None
+    k = len(classifier.get("styles") or [])
+    n = int(sum((classifier.get("n_test") or {}).values()))
+    if k < 2 or n < 1:
+        return None
+    from scipy.stats import binomtest
+
+    accuracy = float(classifier["test_accuracy"])
+    hits = round(accuracy * n)
+    p = binomtest(hits, n, 1.0 / k, alternative="greater").pvalue
+    if p < CHANCE_ALPHA:
+        return None
+    return (
+        f"The style classifier is at chance: test accuracy {accuracy:.3f} on {n} held-out images "
+        f"of {k} styles, where guessing gives {1 / k:.3f} (one-sided binomial p = {p:.2g}). KID, "
+        "FID, the relative KID gain and the deception rate are measured in its feature space and "
+        "say nothing here; read the content and ground-truth metrics only, and train the "
+        "classifier longer (evaluation.classifier.epochs) or on more images."
+    )
+
+
+def caveats(
+    synthetic: bool,
+    source_cycle_scale: float | None = None,
+    classifier: dict[str, Any] | None = None,
+) -> list[str]:
+    """The standing caveats; the one about synthetic data only when the data are synthetic, one
     about the recipe when CycleGAN weighted the two cycles of each pair unequally
-    (`source_cycle_scale`: the CycleGAN runs' train.cyclegan.source_cycle_scale; None for CUT)."""
-    out = [c for c in CAVEATS if synthetic or c != SYNTHETIC_CAVEAT]
+    (`source_cycle_scale`: the CycleGAN runs' train.cyclegan.source_cycle_scale; None for CUT),
+    and, first, one when the style classifier (`classifier`: its classifier.json) is at chance."""
+    at_chance = classifier_at_chance(classifier)
+    out = [at_chance] if at_chance else []
+    out += [c for c in CAVEATS if synthetic or c != SYNTHETIC_CAVEAT]
     if source_cycle_scale is not None and source_cycle_scale != 1.0:
         out.append(
             f"Unequal recipe: train.cyclegan.source_cycle_scale is {source_cycle_scale:g}, so each "
