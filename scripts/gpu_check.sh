@@ -20,18 +20,5 @@
 # --batches, --parts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
-if ! "$PY" -c "import pydantic, yaml, pandas, pyarrow, scipy, PIL" 2>/dev/null; then
-    if [ -d .gpu_wheels ]; then
-        deps=$(mktemp -d)
-        "$PY" -m pip install -q --no-index --find-links .gpu_wheels --target "$deps" pydantic
-        export PYTHONPATH="$PYTHONPATH:$deps"
-    fi
-    "$PY" -c "import pydantic, yaml, pandas, pyarrow, scipy, PIL" || {
-        echo "gpu_check: a Python dependency is missing (see this script's header)" >&2
-        exit 2
-    }
-fi
+source scripts/gpu_env.sh
 exec "$PY" -m culturegan.gpucheck "$@"

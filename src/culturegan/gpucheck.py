@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _exit_now(code: int) -> None:
+def exit_now(code: int) -> None:
     """Leave without the interpreter's shutdown. On the H200 (stop 42) the check had written and
     printed everything at 433 s and then hung in shutdown until the device call's limit, most
     likely joining the inductor compile workers of a compile the budget had cut off. The results
@@ -562,4 +562,4 @@ def _exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
-    _exit_now(main())
+    exit_now(main())
