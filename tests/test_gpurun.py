@@ -73,6 +73,8 @@ def test_gpu_run_takes_data_and_a_classifier_prepared_beforehand(tmp_path: Path)
 
     profile = REPO_ROOT / "params" / "realart.yaml"
     images = toy_images(tmp_path / "images")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ROWS).write_text('{"direction": "from-an-earlier-run"}\n')
     params = run_params(profile, images, tmp_path / "pre", "cpu", QUICK_SET)
     prepare(params, tmp_path / "pre" / "data")
     clf = classifier_stage(params, tmp_path / "pre" / "data", tmp_path / "pre" / "clf")
@@ -86,6 +88,8 @@ def test_gpu_run_takes_data_and_a_classifier_prepared_beforehand(tmp_path: Path)
     [done] = result["rounds"]
     assert list(done["margins"]) == ["photo-ukiyoe"] and not done["errors"]
     assert "prepare given, classifier given" in (tmp_path / "out" / SUMMARY_MD).read_text()
+    rows = [json.loads(line) for line in (tmp_path / "out" / ROWS).read_text().splitlines()]
+    assert [r["direction"] for r in rows] == ["photo-ukiyoe"]  # this run's rows alone
 
 
 def test_margins_and_wins_per_classifier_run():

@@ -163,6 +163,8 @@ def run_profile_on_gpu(
                                 "per style (copy ../shared/realart into the repository and carry it)")
     out_dir = Path(out_dir or os.environ.get("OUT") or "gpu_run")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (ROWS, GRIDS):  # appended to round by round: this run's alone, not an earlier one's
+        (out_dir / name).unlink(missing_ok=True)
     steps = sorted(set(steps or [2880]))
     result: dict[str, Any] = {
         "profile": str(profile), "images": str(images), "budget_s": budget_s, "steps": steps,
