@@ -79,7 +79,7 @@ def test_gpu_run_takes_data_and_a_classifier_prepared_beforehand(tmp_path: Path)
     prepare(params, tmp_path / "pre" / "data")
     clf = classifier_stage(params, tmp_path / "pre" / "data", tmp_path / "pre" / "clf")
     result = run_profile_on_gpu(
-        profile, tmp_path / "unused", tmp_path / "out", device="cpu", steps=[1], quick=True,
+        profile, None, tmp_path / "out", device="cpu", steps=[1], quick=True,
         assignments=["train.pairs=[photo-ukiyoe]"], data_root=tmp_path / "pre" / "data",
         classifier_path=tmp_path / "pre" / "clf" / CLASSIFIER_FILE,
     )

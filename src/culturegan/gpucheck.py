@@ -422,6 +422,13 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_parts(parts: tuple[str, ...]) -> None:
+    """A ValueError naming the option and the choices for any part not in PARTS."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"--parts: unknown {unknown}; choose from {','.join(PARTS)}")
+
+
 def parse_selection(batches: str, parts: str) -> tuple[list[int], tuple[str, ...]]:
     """`--batches 1,4` and `--parts matrix,compile` as lists; a clear ValueError for anything else."""
     try:
@@ -431,9 +438,9 @@ def parse_selection(batches: str, parts: str) -> tuple[list[int], tuple[str, ...
     if any(b < 1 for b in sizes):
         raise ValueError(f"--batches takes comma-separated positive integers, got {batches!r}")
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
-    unknown = sorted(set(chosen) - set(PARTS))
-    if unknown or not chosen:
-        raise ValueError(f"--parts: unknown or empty {unknown or parts!r}; choose from {','.join(PARTS)}")
+    if not chosen:
+        raise ValueError(f"--parts: empty {parts!r}; choose from {','.join(PARTS)}")
+    check_parts(chosen)
     return sizes, chosen
 
 
@@ -450,9 +457,7 @@ def run_gpu_check(
     budget cut off); returns the result dict and writes gpu_check.json / gpu_check.md."""
     import torch
 
-    unknown = set(parts) - set(PARTS)
-    if unknown:
-        raise ValueError(f"unknown part(s) {sorted(unknown)}: choose from {', '.join(PARTS)}")
+    check_parts(parts)
     if out_dir is None:
         out_dir = Path(os.environ.get("OUT") or "gpu_check")
     sizes = _quick_sizes() if quick else _full_sizes()

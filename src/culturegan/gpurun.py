@@ -46,14 +46,15 @@ QUICK_SET = [
 ]
 
 
-def run_params(profile: Path, images: Path, work: Path, device: str, assignments: list[str]):
-    """The profile with its data from `images` into `work/data`, on `device`, plus `assignments`."""
+def run_params(profile: Path, images: Path | None, work: Path, device: str, assignments: list[str]):
+    """The profile with its data from `images` (None: the profile's own source) into `work/data`,
+    on `device`, plus `assignments`."""
     from culturegan.config import load_params
     from culturegan.quality import override
 
+    source = [f"data.source={images.resolve()}"] if images is not None else []
     return override(load_params(profile), [
-        f"data.source={images.resolve()}", f"data.root={work / 'data'}", f"train.device={device}",
-        *assignments,
+        *source, f"data.root={work / 'data'}", f"train.device={device}", *assignments,
     ])
 
 
@@ -106,7 +107,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         "# GPU run of a params profile",
         "",
         (f"{result['env'].get('gpu') or result['env'].get('cpu', {}).get('model', '?')}, torch "
-         f"{result['env'].get('torch')}, profile {result['profile']}, images {result['images']}, "
+         f"{result['env'].get('torch')}, profile {result['profile']}, images {result['images'] or '(data given)'}, "
          f"{result['elapsed_s']} s of a {result['budget_s']} s budget. Classifier: test accuracy "
          f"{result.get('classifier', {}).get('test_accuracy')}; prepare {_took(result, 'prepare')}, "
          f"classifier {_took(result, 'classifier')}."),
@@ -130,7 +131,7 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def run_profile_on_gpu(
     profile: Path,
-    images: Path,
+    images: Path | None,
     out_dir: Path | None = None,
     device: str = "cuda",
     steps: list[int] | None = None,
@@ -157,8 +158,8 @@ def run_profile_on_gpu(
     from culturegan.stages import classifier_stage
 
     t0 = time.perf_counter()
-    images = Path(images)
-    if data_root is None and not images.is_dir():
+    images = Path(images) if images is not None else None
+    if data_root is None and (images is None or not images.is_dir()):
         raise FileNotFoundError(f"images folder {images} not found: give a folder with one sub-folder "
                                 "per style (copy ../shared/realart into the repository and carry it)")
     out_dir = Path(out_dir or os.environ.get("OUT") or "gpu_run")
@@ -167,7 +168,8 @@ def run_profile_on_gpu(
         (out_dir / name).unlink(missing_ok=True)
     steps = sorted(set(steps or [2880]))
     result: dict[str, Any] = {
-        "profile": str(profile), "images": str(images), "budget_s": budget_s, "steps": steps,
+        "profile": str(profile), "images": str(images) if images else None, "budget_s": budget_s,
+        "steps": steps,
         "env": environment(device), "rounds": [], "skipped": [],
     }
 
@@ -268,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--steps takes positive integers, got {args.steps!r}")
     if args.images is None and args.data is None:
         ap.error("give --images (a folder per style) or --data (a prepared data folder)")
-    result = run_profile_on_gpu(args.params, args.images or Path("."), args.out, args.device, steps,
+    result = run_profile_on_gpu(args.params, args.images, args.out, args.device, steps,
                                 args.budget_s, args.jobs, args.assignments, args.quick, args.data,
                                 args.classifier)
     print(to_markdown(result), flush=True)
