@@ -565,6 +565,77 @@ def test_missing_inception_weights_is_a_config_error_naming_the_key(tmp_path: Pa
         metrics.InceptionFeatures(tmp_path / "nope.pth")
 
 
+# --- the training-free texture space ----------------------------------------------------------
+
+
+def test_texture_features_are_fixed_by_their_seed_and_blind_to_brightness_and_contrast():
+    photo = scenes("photo", range(6), 64)
+    space = metrics.TextureFeatures(seed=0)
+    feats = space(photo)
+    assert feats.shape == (6, 3 * 32 * 33 // 2) and feats.dtype == np.float64
+    np.testing.assert_array_equal(feats, metrics.TextureFeatures(seed=0)(photo))
+    assert not np.allclose(feats, metrics.TextureFeatures(seed=1)(photo))
+    # Less contrast and more brightness leave only uint8 rounding behind (about 2 % of the blur's
+    # change here); blurring by 1.5 px (the evaluate stage's damage control) changes the texture.
+    dimmer = np.rint(photo.astype(np.float64) * 0.8 + 30.0).astype(np.uint8)
+    from scipy import ndimage
+
+    blurred = np.rint(ndimage.gaussian_filter(photo.astype(np.float64), (0, 1.5, 1.5, 0))).astype(np.uint8)
+    tone_change = np.abs(space(dimmer) - feats).mean()
+    blur_change = np.abs(space(blurred) - feats).mean()
+    assert tone_change < 0.05 * blur_change
+
+
+def test_texture_features_skip_scales_smaller_than_a_filter_and_name_the_key_when_none_fit():
+    space = metrics.TextureFeatures(filters=4, kernel_size=5, scales=(1, 2, 4))
+    assert space.usable_scales(16, 16) == [1, 2]
+    assert space(scenes("photo", range(2), 16)).shape == (2, 2 * 10)
+    with pytest.raises(ValueError, match="evaluation.texture"):
+        space(np.zeros((1, 4, 4, 3), np.uint8))
+
+
+def test_texture_space_ranks_the_truth_above_every_control_and_sees_styles_apart():
+    """The validity test of RESEARCH.md (trap 7) in the texture space, on 40 scenes a style: the
+    true renderings score nearer the target than the truth with noise, blurred, a colour-only
+    transfer or the source; and a colour transfer closes little of the gap, by construction."""
+    from scipy import ndimage
+
+    space = metrics.TextureFeatures()
+    args = {"subsets": 20, "subset_size": 40, "seed": 0}
+    for target in ("ukiyoe", "inkwash"):
+        src, truth = scenes("photo", range(40), 64), scenes(target, range(40), 64)
+        refs = space(scenes(target, range(100, 140), 64))
+        gap = metrics.kid(space(src), refs, **args)[0]
+        noisy = np.clip(truth + np.random.default_rng(0).normal(0, 25.5, truth.shape), 0, 255)
+        controls = {
+            "truth_noise": np.rint(noisy).astype(np.uint8),
+            "truth_blur": np.rint(
+                ndimage.gaussian_filter(truth.astype(float), (0, 1.5, 1.5, 0))
+            ).astype(np.uint8),
+            "colour_transfer": reinhard(src, scenes(target, range(100, 140), 64)),
+            "source": src,
+        }
+        gain = {
+            name: metrics.relative_gain(metrics.kid(space(x), refs, **args)[0], gap)
+            for name, x in {"truth": truth, **controls}.items()
+        }
+        assert gain["truth"] > 0.9, (target, gain)
+        assert all(gain["truth"] > gain[name] for name in controls), (target, gain)
+        assert abs(gain["colour_transfer"]) < 0.5, (target, gain)
+
+
+def test_evaluation_without_the_texture_space_scores_in_the_classifier_space_alone(bench, tmp_path: Path):
+    params, data, clf_path, _ = bench
+    params = params.model_copy(
+        update={"evaluation": params.evaluation.model_copy(update={"texture": None})}
+    )
+    out = tmp_path / "ev"
+    evaluate_pair(params, Pair("photo", "inkwash"), data, None, clf_path, out)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["feature_spaces"] == ["classifier"]
+    assert not any("texture" in k for k in m["methods"]["reinhard"])
+
+
 def test_inception_features_come_from_a_local_state_dict(tmp_path: Path):
     from torchvision.models import inception_v3
 
@@ -634,7 +705,21 @@ def test_evaluate_pair_scores_every_method_on_the_same_images_and_names_the_feat
             "gt_hist_hellinger",
         ):
             assert np.isfinite(rec[key]), (name, key)
-        assert not any(k.startswith(("kid", "fid")) and "classifier" not in k for k in rec), name
+        # The training-free texture space reports KID and its gain, no FID (1 584 dimensions).
+        assert np.isfinite([rec["kid_texture"], rec["kid_texture_relative_gain"]]).all(), name
+        spaces = {k for k in rec if k.startswith(("kid", "fid"))}
+        assert spaces == {
+            "kid_classifier",
+            "kid_classifier_std",
+            "fid_classifier",
+            "kid_classifier_relative_gain",
+            "kid_texture",
+            "kid_texture_std",
+            "kid_texture_relative_gain",
+        }, name
+    assert m["feature_spaces"] == ["classifier", "texture"]
+    assert "fid_texture" not in m["reference"]["source_vs_target"]
+    assert m["reference"]["target_real"]["kid_texture_floor"] < m["reference"]["source_vs_target"]["kid_texture"]
     identity_rec = m["methods"]["identity"]
     assert identity_rec["kid_classifier"] == pytest.approx(
         m["reference"]["source_vs_target"]["kid_classifier"]

@@ -73,6 +73,27 @@ class CultureConfig(StrictModel):
     )
 
 
+class TextureConfig(StrictModel):
+    """The training-free texture feature space (metrics.TextureFeatures): Gram statistics of a
+    fixed random filter bank on each image's standardised luminance; blind to colour by design."""
+
+    filters: int = Field(32, ge=2, le=128, description="random filters per scale")
+    kernel_size: int = Field(5, ge=2, le=31, description="side of each random filter in pixels")
+    scales: list[int] = Field(
+        default_factory=lambda: [1, 2, 4],
+        min_length=1,
+        description="area-average factors the filters run at (scales smaller than a filter are skipped)",
+    )
+    seed: int = Field(0, ge=0, description="draws the filters; fixed, so every run scores in one space")
+
+    @field_validator("scales")
+    @classmethod
+    def _scales(cls, scales: list[int]) -> list[int]:
+        if any(s < 1 for s in scales):
+            raise ValueError(f"scales must be >= 1, got {scales}")
+        return no_repeats("scales", scales)
+
+
 class EvaluationConfig(StrictModel):
     """Per-pair evaluation: metrics on the test split, baselines on the same images, cultural distance."""
 
@@ -100,6 +121,10 @@ class EvaluationConfig(StrictModel):
         None, description="local torchvision vgg19 state_dict: enables the Gatys baseline; never downloaded"
     )
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    texture: TextureConfig | None = Field(
+        default_factory=TextureConfig,
+        description="the training-free texture feature space scored beside the classifier's; null: off",
+    )
     gatys: GatysConfig = Field(default_factory=GatysConfig)
     culture: CultureConfig = Field(default_factory=CultureConfig)
 

@@ -37,6 +37,13 @@ MEASURES: dict[str, dict[str, str]] = {
         "description": "1 - (KID(G(A), B) - floor_B) / (KID(A, B) - floor_B), floor_B = KID between "
         "two halves of the real target set: corrects for how hard the target is to match",
     },
+    "kid_gain_texture": {
+        "label": "relative KID gain, texture space",
+        "direction": "higher",
+        "description": "1 - KID(G(A), B) / KID(A, B) in the training-free texture space (Gram "
+        "statistics of fixed random filters on standardised luminance): strokes, outlines, flat "
+        "areas and grain, blind to colour, so a colour-only transfer scores about 0",
+    },
     "deception": {
         "label": "deception rate",
         "direction": "higher",

@@ -98,6 +98,15 @@ def source_controls(sources: np.ndarray, seed: int) -> dict[str, np.ndarray]:
 
 def _feature_spaces(params: Params, classifier: Any) -> dict[str, metrics.FeatureFn]:
     spaces: dict[str, metrics.FeatureFn] = {"classifier": classifier.features}
+    texture = params.evaluation.texture
+    if texture is not None:
+        spaces["texture"] = metrics.TextureFeatures(
+            texture.filters,
+            texture.kernel_size,
+            tuple(texture.scales),
+            texture.seed,
+            params.evaluation.batch_size,
+        )
     if params.evaluation.inception_weights is not None:
         spaces["inception"] = metrics.InceptionFeatures(
             params.evaluation.inception_weights, params.evaluation.batch_size
@@ -171,13 +180,13 @@ def evaluate_pair(
     source_feats = {name: fn(src_t) for name, fn in spaces.items()}
     reference: dict[str, Any] = {"target_real": {}, "source_vs_target": {}}
     kid_identity: dict[str, float] = {}
+    with_fid = {name: getattr(fn, "with_fid", True) for name, fn in spaces.items()}
     for name in spaces:
-        floor = metrics.real_floor(target_feats[name], **kid_args)
+        floor = metrics.real_floor(target_feats[name], **kid_args, with_fid=with_fid[name])
         reference["target_real"].update(
             {
                 f"kid_{name}_floor": floor["kid"],
                 f"kid_{name}_floor_std": floor["kid_std"],
-                f"fid_{name}_floor": floor["fid"],
                 "floor_n_per_half": floor["n_per_half"],
             }
         )
@@ -185,12 +194,13 @@ def evaluate_pair(
             source_feats[name], target_feats[name], **kid_args
         )
         reference["source_vs_target"].update(
-            {
-                f"kid_{name}": kid_identity[name],
-                f"kid_{name}_std": kid_std,
-                f"fid_{name}": metrics.fid(source_feats[name], target_feats[name]),
-            }
+            {f"kid_{name}": kid_identity[name], f"kid_{name}_std": kid_std}
         )
+        if with_fid[name]:
+            reference["target_real"][f"fid_{name}_floor"] = floor["fid"]
+            reference["source_vs_target"][f"fid_{name}"] = metrics.fid(
+                source_feats[name], target_feats[name]
+            )
     reference["target_real"]["style_accuracy"] = metrics.style_accuracy(
         classifier.predict_proba(tgt_t), target_index
     )
@@ -223,7 +233,11 @@ def evaluate_pair(
         for space, fn in spaces.items():
             ref_feats, ref_identity = against[space]
             feats = fn(out)
-            record.update(metrics.distribution_metrics(space, feats, ref_feats, ref_identity, **kid_args))
+            record.update(
+                metrics.distribution_metrics(
+                    space, feats, ref_feats, ref_identity, **kid_args, with_fid=with_fid[space]
+                )
+            )
             if space == "classifier" and member_out is not None:
                 member_out[:] = [
                     metrics.relative_gain(metrics.kid(feats[:, c], ref_feats[:, c], **kid_args)[0], ident)

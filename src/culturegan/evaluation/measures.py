@@ -21,6 +21,7 @@ COMBINED = "combined"
 SPACE_LABELS = {
     "classifier": "classifier feature space (trained in this pipeline)",
     "inception": "Inception-v3 (local weights)",
+    "texture": "texture space (random filters, no training; blind to colour)",
 }
 
 _HIDDEN = re.compile(r"(_std$|^n_images$)")
@@ -31,6 +32,7 @@ CONTENT_MEASURES = {"content_edge_ssim"}
 # Shown in the per-method bar chart (the circular raw KID and the ratios are left to the tables).
 BAR_MEASURES = (
     "kid_gain",
+    "kid_gain_texture",
     "deception",
     "content_edge_ssim",
     "gt_ssim",
@@ -102,8 +104,10 @@ def measures_of(record: dict[str, Any], method: str) -> dict[str, float | None]:
     gain = finite(m.get("kid_classifier_relative_gain"))
     if gain is None and kid is not None and src_kid is not None and src_kid > 0:
         gain = 1.0 - kid / src_kid
+    texture_gain = finite(m.get("kid_texture_relative_gain"))
     out: dict[str, float | None] = {
         "kid_gain": gain,
+        "kid_gain_texture": texture_gain,
         "kid_gain_floor": None,
         "deception": deception,
         "deception_vs_ceiling": None,

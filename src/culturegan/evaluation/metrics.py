@@ -111,18 +111,26 @@ def relative_gain(kid_method: float, kid_identity: float) -> float | None:
 
 
 def real_floor(
-    features: np.ndarray, subsets: int = 100, subset_size: int = 100, seed: int = 0
+    features: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 100,
+    seed: int = 0,
+    with_fid: bool = True,
 ) -> dict[str, float]:
     """KID and FID between two random halves of the real target set: what a perfect model would score.
 
-    FID here uses half the samples of a full-set FID, so its (positive) bias is larger.
+    FID here uses half the samples of a full-set FID, so its (positive) bias is larger; it is left
+    out when `with_fid` is false.
     """
     features = np.asarray(features, dtype=np.float64)
     order = np.random.default_rng(seed).permutation(len(features))
     half = len(features) // 2
     a, b = features[order[:half]], features[order[half : 2 * half]]
     mean, std = kid(a, b, subsets, subset_size, seed)
-    return {"kid": mean, "kid_std": std, "fid": fid(a, b), "n_per_half": half}
+    floor = {"kid": mean, "kid_std": std, "n_per_half": half}
+    if with_fid:
+        floor["fid"] = fid(a, b)
+    return floor
 
 
 def style_accuracy(proba: np.ndarray, target_index: int) -> float:
@@ -231,6 +239,82 @@ class InceptionFeatures:
         return np.concatenate(out) if out else np.zeros((0, 2048))
 
 
+class TextureFeatures:
+    """A training-free texture space: Gram statistics of a fixed random filter bank.
+
+    Each image's luminance is standardised (zero mean, unit std), so palette, brightness and
+    contrast say nothing here: a colour-only transfer scores as the source does, by construction.
+    At each scale (area averages of `scale` x `scale` pixels) `filters` random zero-mean,
+    unit-norm `kernel_size` filters are applied (no padding), rectified, and their Gram matrix
+    (F x F, averaged over positions; upper triangle) describes which local structures occur
+    together: strokes, outlines, flat areas, grain. Random filters with Gram statistics suffice for
+    texture synthesis (Ustyuzhaninov et al., ICLR 2017), and nothing here is trained, so unlike
+    the style classifier this space has no training run whose seed moves a verdict; `seed` draws
+    the filters. Scales whose averaged images are smaller than the kernel are left out.
+    Features are (N, n_scales * F * (F + 1) / 2), float64.
+    """
+
+    name = "texture"
+    # 1 584 dimensions at the defaults: FID's matrix square root would cost seconds a call, and
+    # with tens of images a set FID is biased anyway (RESEARCH.md); this space reports KID only.
+    with_fid = False
+
+    def __init__(
+        self,
+        filters: int = 32,
+        kernel_size: int = 5,
+        scales: tuple[int, ...] = (1, 2, 4),
+        seed: int = 0,
+        batch_size: int = 32,
+    ) -> None:
+        import torch
+
+        gen = torch.Generator().manual_seed(int(seed))
+        self.banks = []
+        for _ in scales:
+            w = torch.randn(filters, 1, kernel_size, kernel_size, generator=gen, dtype=torch.float64)
+            w = w - w.mean(dim=(2, 3), keepdim=True)
+            self.banks.append(w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+        self.scales = tuple(int(s) for s in scales)
+        self.kernel_size = kernel_size
+        self.upper = torch.triu_indices(filters, filters)
+        self.batch_size = batch_size
+
+    def usable_scales(self, height: int, width: int) -> list[int]:
+        """The scales at which a `height` x `width` image still holds one whole kernel."""
+        return [s for s in self.scales if min(height, width) // s >= self.kernel_size]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import torch
+        from torch.nn import functional as F
+
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"texture features need uint8 (N, H, W, 3) images, got {images.shape}")
+        usable = self.usable_scales(images.shape[1], images.shape[2])
+        if not usable:
+            raise ValueError(
+                f"{images.shape[1]}x{images.shape[2]} images are smaller than the texture filters"
+                f" ({self.kernel_size} px): lower evaluation.texture.kernel_size or set"
+                " evaluation.texture to null"
+            )
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(images), self.batch_size):
+                y = torch.from_numpy(imageops.luminance(images[i : i + self.batch_size]))[:, None]
+                y = (y - y.mean(dim=(2, 3), keepdim=True)) / (y.std(dim=(2, 3), keepdim=True) + 1e-3)
+                parts = []
+                for scale, bank in zip(self.scales, self.banks, strict=True):
+                    if scale not in usable:
+                        continue
+                    a = F.relu(F.conv2d(F.avg_pool2d(y, scale) if scale > 1 else y, bank))
+                    gram = torch.einsum("nfhw,nghw->nfg", a, a) / (a.shape[2] * a.shape[3])
+                    parts.append(gram[:, self.upper[0], self.upper[1]])
+                out.append(torch.cat(parts, 1).numpy())
+        width = len(usable) * len(self.upper[0])
+        return np.concatenate(out) if out else np.zeros((0, width))
+
+
 def distribution_metrics(
     space: str,
     out_feats: np.ndarray,
@@ -239,14 +323,14 @@ def distribution_metrics(
     subsets: int,
     subset_size: int,
     seed: int,
+    with_fid: bool = True,
 ) -> dict[str, Any]:
-    """KID (mean, std), FID and the relative KID gain of one method's outputs in one feature space."""
+    """KID (mean, std), FID (unless `with_fid` is false) and the relative KID gain of one method's
+    outputs in one feature space."""
     mean, std = kid(out_feats, target_feats, subsets, subset_size, seed)
-    record: dict[str, Any] = {
-        f"kid_{space}": mean,
-        f"kid_{space}_std": std,
-        f"fid_{space}": fid(out_feats, target_feats),
-    }
+    record: dict[str, Any] = {f"kid_{space}": mean, f"kid_{space}_std": std}
+    if with_fid:
+        record[f"fid_{space}"] = fid(out_feats, target_feats)
     if kid_identity is not None:
         record[f"kid_{space}_relative_gain"] = relative_gain(mean, kid_identity)
     return record
