@@ -313,6 +313,27 @@ def test_fingerprint_changes_with_test_images_and_feature_space_weights_only_whe
     assert evaluation_fingerprint(params, metrics, "gt_ssim", data)[0] not in (None, pixels)
 
 
+def test_fingerprint_of_a_texture_space_metric_follows_the_texture_config(tmp_path: Path) -> None:
+    params, classifier = make_workspace(tmp_path)
+    metrics = json.loads(write_metrics(tmp_path / "m.json", 0.5, classifier).read_text())
+    data, metric = tmp_path / "data", "kid_texture_relative_gain"
+    fingerprint, why = evaluation_fingerprint(params, metrics, metric, data)
+    assert fingerprint is None and "'texture' feature space" in str(why)
+
+    metrics["feature_spaces"] = [*metrics["feature_spaces"], "texture"]
+    base, parts = evaluation_fingerprint(params, metrics, metric, data)
+    assert base is not None and parts["metric_space"].startswith("texture:")
+    classifier.write_bytes(b"classifier weights v2 (retrained)")  # not this space's concern
+    assert evaluation_fingerprint(params, metrics, metric, data)[0] == base
+    texture = params.evaluation.texture.model_copy(update={"seed": 1})
+    other = params.model_copy(
+        update={"evaluation": params.evaluation.model_copy(update={"texture": texture})}
+    )
+    assert evaluation_fingerprint(other, metrics, metric, data)[0] not in (None, base)
+    off = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"texture": None})})
+    assert evaluation_fingerprint(off, metrics, metric, data)[0] is None
+
+
 def test_fingerprint_is_none_when_the_data_does_not_match_the_metrics(tmp_path: Path) -> None:
     params, classifier = make_workspace(tmp_path)
     metrics = json.loads(

@@ -228,7 +228,8 @@ def evaluation_fingerprint(
 
     That is: the source and target test images (path and sha256 of each file, as listed in the
     manifest), the image size, the feature space the metric is measured in (the sha256 of the
-    classifier or Inception weights; none for pixel metrics) and, for the histogram distance,
+    classifier or Inception weights, evaluation.texture for the texture space; none for pixel
+    metrics) and, for the histogram distance,
     its bin count. KID's random subsets (drawn with the run seed) are left out: they estimate
     the same quantity. Returns (fingerprint, its readable parts).
     """
@@ -257,6 +258,12 @@ def evaluation_fingerprint(
     space = _feature_space(metric)
     if space == "pixels":
         space_id = "pixels"
+    elif space == "texture":
+        # No weights: the random filters are drawn from evaluation.texture, so its values say
+        # which space the metric was measured in.
+        if space not in (metrics.get("feature_spaces") or []) or params.evaluation.texture is None:
+            return None, "metrics.json has no 'texture' feature space, or evaluation.texture is null"
+        space_id = "texture:" + json.dumps(params.evaluation.texture.model_dump(), sort_keys=True)
     else:
         if space not in (metrics.get("feature_spaces") or []):
             return None, f"metrics.json has no {space!r} feature space"
