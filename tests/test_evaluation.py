@@ -154,6 +154,16 @@ def _features(net: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_kid_from_whole_kernel_matrices_equals_kid_from_each_subsets_own(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(70, 40)), rng.normal(0.3, 1.0, size=(50, 40))
+    cached = metrics.kid(x, y, subsets=20, subset_size=30, seed=1)
+    monkeypatch.setattr(metrics, "KID_KERNEL_CACHE_MAX", 0)
+    per_subset = metrics.kid(x, y, subsets=20, subset_size=30, seed=1)
+    np.testing.assert_allclose(cached, per_subset, rtol=1e-12, atol=1e-15)
+    assert cached[1] > 0  # the subsets differ
+
+
 def test_kid_agrees_with_torchmetrics(torchmetrics_sets):
     kid_module = pytest.importorskip("torchmetrics.image.kid")
     net, fake, real = torchmetrics_sets
