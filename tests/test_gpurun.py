@@ -14,7 +14,16 @@ import pytest
 from conftest import REPO_ROOT
 from PIL import Image
 
-from culturegan.gpurun import GRIDS, ROWS, SUMMARY_JSON, SUMMARY_MD, margins, summarize_round
+from culturegan.gpurun import (
+    GRIDS,
+    ROWS,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    margins,
+    summarize_round,
+    texture_margin,
+    to_markdown,
+)
 
 STYLES = {"photo": (60, 110, 190), "inkwash": (200, 195, 180), "ukiyoe": (200, 90, 60),
           "impressionist": (150, 170, 90)}
@@ -49,6 +58,8 @@ def test_gpu_run_quick_cpu_dry_run_trains_scores_and_skips_what_the_budget_canno
     assert set(done["margins"]) == {"photo-inkwash", "inkwash-photo"} and done["directions"] == 2
     assert all(len(m) == 2 for m in done["margins"].values())  # two classifier runs (the quick ensemble)
     assert len(done["wins_per_classifier_run"]) == 2
+    assert set(done["texture_margins"]) == {"photo-inkwash", "inkwash-photo"}
+    assert all(isinstance(m, float) for m in done["texture_margins"].values())
     assert len(result["skipped"]) == 1 and result["skipped"][0].startswith("1000000 steps")
 
     rows = [json.loads(line) for line in (out / ROWS).read_text().splitlines()]
@@ -101,6 +112,14 @@ def test_margins_and_wins_per_classifier_run():
     rnd = summarize_round(10, [ensemble, {**ensemble, "direction": "c-d"}, {"label": "x", "error": "E"}], 1.0)
     assert rnd["wins_per_classifier_run"] == [2, 0] and rnd["directions"] == 2
     assert rnd["errors"] == [{"label": "x", "error": "E"}]
+    assert rnd["texture_margins"] == {"a-b": None, "c-d": None} and rnd["texture_wins"] == 0
+    textured = {**single, "gan_kid_gain_texture": 0.3, "best_baseline_kid_gain_texture": ["histogram", 0.1]}
+    assert texture_margin(textured) == pytest.approx(0.2) and texture_margin(single) is None
+    rnd = summarize_round(10, [textured, {**textured, "direction": "c-d", "gan_kid_gain_texture": -0.5}], 1.0)
+    assert rnd["texture_wins"] == 1
+    md = to_markdown({"env": {}, "profile": "p", "images": None, "elapsed_s": 1, "budget_s": 2,
+                      "rounds": [rnd]})
+    assert "| b-a | -0.200 | +0.200 |" in md and "GAN wins in the texture space: 1" in md
 
 
 def test_gpu_run_names_a_missing_images_folder(tmp_path: Path):

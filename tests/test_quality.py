@@ -130,6 +130,12 @@ def test_summary_compares_the_gan_with_every_baseline_and_the_truths_edges():
     row = summarize({"pair": "a-b", "methods": {"gan": gan | {"gt_ssim_coarse": 0.7}, "reinhard": base | coarse,
                      "identity": base | {"gt_ssim_coarse": 0.3}}, "reference": {}, "controls": {}})
     assert row["gan_gt_ssim_coarse"] == 0.7 and row["best_baseline_gt_ssim_coarse"] == ["reinhard", 0.4]
+    assert "gan_kid_gain_texture" not in row  # no texture space scored
+    texture = {"gan": gan | {"kid_texture_relative_gain": 0.2}, "identity": base | {"kid_texture_relative_gain": 0.0},
+               "reinhard": base | {"kid_texture_relative_gain": -0.1}, "histogram": base | {"kid_texture_relative_gain": 0.05}}
+    row = summarize({"pair": "a-b", "methods": texture, "reference": {}, "controls": {}})
+    # identity's gain is 0 by definition: the best colour baseline is histogram, not identity
+    assert row["gan_kid_gain_texture"] == 0.2 and row["best_baseline_kid_gain_texture"] == ["histogram", 0.05]
 
 
 def test_summary_gives_the_gans_margin_in_each_classifier_run_of_an_ensemble():

@@ -82,18 +82,30 @@ def margins(row: dict[str, Any]) -> list[float] | None:
     return [float(row["gan_kid_gain"]) - float(best[1])]
 
 
+def texture_margin(row: dict[str, Any]) -> float | None:
+    """The GAN's KID-gain margin over the best colour baseline in the training-free texture space."""
+    best = row.get("best_baseline_kid_gain_texture")
+    if row.get("gan_kid_gain_texture") is None or not best or best[1] is None:
+        return None
+    return float(row["gan_kid_gain_texture"]) - float(best[1])
+
+
 def summarize_round(steps: int, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Per direction its margins; per classifier run the GAN's wins out of the directions scored."""
+    """Per direction its margins; per classifier run the GAN's wins out of the directions scored;
+    and the same in the texture space, which has no training run."""
     per_direction = {r["direction"]: margins(r) for r in rows if "direction" in r}
     scored = {d: m for d, m in per_direction.items() if m}
     n_runs = max((len(m) for m in scored.values()), default=0)
     wins = [sum(1 for m in scored.values() if len(m) > k and m[k] > 0) for k in range(n_runs)]
+    texture = {r["direction"]: texture_margin(r) for r in rows if "direction" in r}
     return {
         "steps": steps,
         "seconds": round(seconds, 1),
         "directions": len(scored),
         "margins": per_direction,
         "wins_per_classifier_run": wins,
+        "texture_margins": texture,
+        "texture_wins": sum(1 for m in texture.values() if m is not None and m > 0),
         "errors": [r for r in rows if "error" in r],
     }
 
@@ -115,13 +127,18 @@ def to_markdown(result: dict[str, Any]) -> str:
     ]
     for rnd in result["rounds"]:
         lines += [f"## {rnd['steps']} steps a direction ({rnd['seconds']} s)", "",
-                  "| direction | GAN KID-gain margin over the best colour baseline, per classifier run |",
-                  "|---|---|"]
+                  ("| direction | GAN KID-gain margin over the best colour baseline, per classifier run "
+                   "| the same in the texture space |"),
+                  "|---|---|---|"]
+        texture = rnd.get("texture_margins") or {}
         for d, m in rnd["margins"].items():
             cell = ", ".join(f"{x:+.3f}" for x in m) if m else "not scored"
-            lines.append(f"| {d} | {cell} |")
+            tex = texture.get(d)
+            lines.append(f"| {d} | {cell} | {'not scored' if tex is None else f'{tex:+.3f}'} |")
         wins = f"GAN wins per classifier run, of {rnd['directions']} directions: {rnd['wins_per_classifier_run']}"
         lines += ["", wins, ""]
+        if any(v is not None for v in texture.values()):
+            lines += [f"GAN wins in the texture space: {rnd['texture_wins']}", ""]
         for e in rnd["errors"]:
             lines.append(f"- error in {e.get('label')}: {e['error'][:300]}")
     for s in result.get("skipped", []):
