@@ -80,15 +80,22 @@ def test_a_pair_of_styles_not_in_the_manifest_fails_before_any_mlflow_run(params
     assert not (tmp_path / "runs").exists()
 
 
-def test_killed_training_resumes_after_dvc_deletes_the_stage_output(params: Params, tmp_path: Path):
+def test_killed_training_resumes_after_dvc_deletes_the_stage_output(tmp_path: Path):
+    params = _params(tmp_path, sample_every=2)
+    prepare_synthetic(params, params.data.root)
     runs = tmp_path / "runs"
     first = stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
+    out = runs / "photo-inkwash" / "seed0"
+    samples = {p.name: p.read_bytes() for p in (out / "samples").iterdir()}
+    assert sorted(samples) == ["step_000002.png", "step_000004.png"]
     # DVC removes a stage's declared outputs before re-running it; checkpoints live elsewhere
-    shutil.rmtree(runs / "photo-inkwash" / "seed0")
+    shutil.rmtree(out)
     again = stages.train_stage(params, PAIR, 0, params.data.root, runs, track=False)
     assert first["checkpoint"] == again["checkpoint"]
     assert again["resumed_from"] == 4, "the finished run was found, not trained again"
-    assert (runs / "photo-inkwash" / "seed0" / "generator.pt").is_file()
+    assert (out / "generator.pt").is_file()
+    # the output is whole again: the samples of steps it did not train again are there too
+    assert {p.name: p.read_bytes() for p in (out / "samples").iterdir()} == samples
 
 
 def test_each_training_seed_trains_its_own_model_in_its_own_folder_and_checkpoint(params: Params, tmp_path: Path):

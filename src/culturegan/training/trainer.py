@@ -23,6 +23,7 @@ from tqdm import tqdm
 from culturegan.codehash import installed_source_hash, source_hash
 from culturegan.config import Pair, Params, TrainConfig, size_problem
 from culturegan.errors import ConfigError
+from culturegan.fileio import atomic_write_bytes
 from culturegan.models.losses import ImagePool
 from culturegan.models.networks import count_params
 from culturegan.training.adam import LinearDecay
@@ -350,7 +351,8 @@ def train_pair(
     params.seed itself is left to the stages that sample with it, e.g. the evaluation's KID subsets.
 
     Writes `checkpoint_dir/last.pt` (default `out_dir/checkpoints`) every
-    train.checkpoint_every steps, samples/step_*.png,
+    train.checkpoint_every steps, samples/step_*.png (kept in `checkpoint_dir/samples` too, so a
+    resumed run still delivers every sample),
     generator.pt (source->target; generator_reverse.pt too for CycleGAN) and train_metrics.json.
     With `resume` (the default) a compatible checkpoint is continued, and a finished run only
     rewrites its outputs; an incompatible or damaged one is a CheckpointError. Under torchrun the
@@ -391,11 +393,15 @@ def train_pair(
             )
 
         sources = data.a[: cfg.sample_count]
+        # Samples are kept beside the checkpoint and copied into the output at the end: DVC
+        # deletes a stage's outputs before it reruns, and a resumed run must still deliver the
+        # samples of the steps it does not train again.
+        sample_dir = ckpt_path.parent / "samples"
 
         def sample(step: int) -> None:
             if world.is_main:
                 path = write_sample_grid(
-                    state.output_nets(), sources, out_dir / "samples" / f"step_{step:06d}.png", device
+                    state.output_nets(), sources, sample_dir / f"step_{step:06d}.png", device
                 )
                 if tracker is not None:
                     tracker.log_artifact(path, "samples")
@@ -440,6 +446,8 @@ def train_pair(
                 "steps": state.step,
             }
             paths = write_outputs(state.output_nets(), out_dir, meta, metrics)
+            for png in sorted(sample_dir.glob("step_*.png")):
+                atomic_write_bytes(out_dir / "samples" / png.name, png.read_bytes())
             if tracker is not None:
                 tracker.log_artifact(paths["metrics"])
         world.barrier()
