@@ -42,7 +42,7 @@ MEASURES: dict[str, dict[str, str]] = {
         "direction": "higher",
         "description": "1 - KID(G(A), B) / KID(A, B) in the training-free texture space (Gram "
         "statistics of fixed random filters on standardised luminance): strokes, outlines, flat "
-        "areas and grain, blind to colour, so a colour-only transfer scores about 0",
+        "areas and grain, blind to palette, brightness and contrast",
     },
     "deception": {
         "label": "deception rate",

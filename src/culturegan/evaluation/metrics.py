@@ -259,7 +259,8 @@ class TextureFeatures:
     """A training-free texture space: Gram statistics of a fixed random filter bank.
 
     Each image's luminance is standardised (zero mean, unit std), so palette, brightness and
-    contrast say nothing here: a colour-only transfer scores as the source does, by construction.
+    contrast say nothing here: a colour transfer moves an image in this space only through the
+    shape of its tone curve (histogram matching's, say), not through its colours.
     At each scale (area averages of `scale` x `scale` pixels) `filters` random zero-mean,
     unit-norm `kernel_size` filters are applied (no padding), rectified, and their Gram matrix
     (F x F, averaged over positions; upper triangle) describes which local structures occur
