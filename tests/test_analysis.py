@@ -296,6 +296,27 @@ def _analysis(tmp_path: Path, records: list[dict], styles=STYLES4, matrix=None, 
     return analyze_records(params(**cfg), records, culture_dict(styles, matrix), tmp_path / "out")
 
 
+def test_findings_give_the_gans_verdict_in_the_texture_space_and_name_the_pairs_it_loses(tmp_path: Path):
+    records = []
+    for pair, texture in (("photo-inkwash", 0.6), ("photo-ukiyoe", -0.2), ("ukiyoe-photo", 0.4)):
+        r = fake_record(pair, 0, 0.5)
+        gains = {"gan": texture, "identity": 0.0, "reinhard": 0.1, "histogram": -0.1}
+        for method, gain in gains.items():
+            if method in r["methods"]:
+                r["methods"][method]["kid_texture_relative_gain"] = gain
+        records.append(r)
+    a = _analysis(tmp_path, records)
+    finding = next(f for f in a["summary"]["findings"] if f.startswith("In the training-free texture space"))
+    assert "beats the best baseline in 2 of 3 directed pairs; not in photo-ukiyoe." in finding
+    rows = {p["pair"]: p for p in a["pairs"]}
+    assert rows["photo-ukiyoe"]["margin"]["kid_gain_texture"]["value"] == pytest.approx(-0.3)
+    # the primary measure itself: no second sentence about it; without the space: none at all
+    same = _analysis(tmp_path, records, primary_metric="kid_gain_texture")
+    assert not any(f.startswith("In the training-free") for f in same["summary"]["findings"])
+    plain = _analysis(tmp_path, [fake_record("photo-inkwash", 0, 0.5)])
+    assert not any(f.startswith("In the training-free") for f in plain["summary"]["findings"])
+
+
 def test_asymmetry_table_has_both_directions_and_the_signed_difference(tmp_path: Path):
     records = []
     for seed in range(3):

@@ -11,6 +11,8 @@ import numpy as np
 from culturegan.config import AnalysisConfig
 from culturegan.evaluation.measures import MEASURES
 
+TEXTURE_MEASURE = "kid_gain_texture"
+
 SYNTHETIC_CAVEAT = (
     "Synthetic data: the procedural benchmark renders the same scenes in every style, which removes "
     "the subject-matter confound but does not show how the results carry over to real art."
@@ -218,6 +220,7 @@ def study_findings(
             f"On {label}, the GAN beats the best baseline in {wins} of {len(margins)} directed "
             f"pair{'s' if len(margins) != 1 else ''} (median margin {med:+.3f}; positive = GAN better)."
         )
+    lines += texture_findings(pairs, measure)
     if asym:
         entries = [e for e in asym if measure in e["measures"]]
         if entries:
@@ -239,6 +242,23 @@ def study_findings(
             "target difficulty."
         )
     return lines
+
+
+def texture_findings(pairs: list[dict[str, Any]], primary: str) -> list[str]:
+    """The GAN against the best baseline in the training-free texture space, when it was scored and
+    is not the primary measure: a second judge that no training run moves, blind to colour."""
+    if primary == TEXTURE_MEASURE:
+        return []
+    scored = [(p["pair"], p["margin"][TEXTURE_MEASURE]) for p in pairs if p["margin"].get(TEXTURE_MEASURE)]
+    if not scored:
+        return []
+    lost = [name for name, m in scored if not m["value"] > 0]
+    wins = len(scored) - len(lost)
+    return [
+        f"In the training-free texture space (no training run; blind to colour), the GAN beats the "
+        f"best baseline in {wins} of {len(scored)} directed pair{'s' if len(scored) != 1 else ''}"
+        + (f"; not in {', '.join(lost)}." if lost else ".")
+    ]
 
 
 def classifier_run_findings(runs: dict[str, Any] | None) -> list[str]:
