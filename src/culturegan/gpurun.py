@@ -72,22 +72,25 @@ def _direction_worker(params_json: str, pair: str, steps: int, data_root: str, c
                          Path(work), label=f"gpu-run-{steps}")
 
 
+def _margin(row: dict[str, Any], gan_key: str, best_key: str) -> float | None:
+    """row[gan_key] minus the value of row[best_key] ([baseline, value]); None when either is missing."""
+    best = row.get(best_key)
+    if row.get(gan_key) is None or not best or best[1] is None:
+        return None
+    return float(row[gan_key]) - float(best[1])
+
+
 def margins(row: dict[str, Any]) -> list[float] | None:
     """The GAN's KID-gain margin over the best colour baseline, per classifier run (one run: one)."""
     if row.get("gan_kid_margin_per_classifier_run"):
         return [float(m) for m in row["gan_kid_margin_per_classifier_run"]]
-    best = row.get("best_baseline_kid_gain")
-    if row.get("gan_kid_gain") is None or not best or best[1] is None:
-        return None
-    return [float(row["gan_kid_gain"]) - float(best[1])]
+    margin = _margin(row, "gan_kid_gain", "best_baseline_kid_gain")
+    return None if margin is None else [margin]
 
 
 def texture_margin(row: dict[str, Any]) -> float | None:
     """The GAN's KID-gain margin over the best colour baseline in the training-free texture space."""
-    best = row.get("best_baseline_kid_gain_texture")
-    if row.get("gan_kid_gain_texture") is None or not best or best[1] is None:
-        return None
-    return float(row["gan_kid_gain_texture"]) - float(best[1])
+    return _margin(row, "gan_kid_gain_texture", "best_baseline_kid_gain_texture")
 
 
 def summarize_round(steps: int, rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:

@@ -57,17 +57,18 @@ def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
         "gan_deception": gan.get("style_accuracy"),
     }
     others = {k: v for k, v in baselines.items() if k != "identity"}  # identity's gain is 0 by definition
+
+    def best_gain(key: str) -> list[Any]:
+        """[baseline, value] of the colour baseline with the highest `key`."""
+        best = max(others, key=lambda k: others[k].get(key) or -1e9)
+        return [best, others[best].get(key)]
+
     if others:
-        best_kid = max(others, key=lambda k: others[k].get("kid_classifier_relative_gain") or -1e9)
-        row["best_baseline_kid_gain"] = [best_kid, others[best_kid].get("kid_classifier_relative_gain")]
+        row["best_baseline_kid_gain"] = best_gain("kid_classifier_relative_gain")
     if gan.get("kid_texture_relative_gain") is not None:  # the training-free texture space
         row["gan_kid_gain_texture"] = gan["kid_texture_relative_gain"]
         if others:
-            best_tex = max(others, key=lambda k: others[k].get("kid_texture_relative_gain") or -1e9)
-            row["best_baseline_kid_gain_texture"] = [
-                best_tex,
-                others[best_tex].get("kid_texture_relative_gain"),
-            ]
+            row["best_baseline_kid_gain_texture"] = best_gain("kid_texture_relative_gain")
     if baselines and "gt_ssim" in next(iter(baselines.values())):
         best_ssim = max(baselines, key=lambda k: baselines[k]["gt_ssim"])
         best_psnr = max(baselines, key=lambda k: baselines[k]["gt_psnr"])
