@@ -11,6 +11,7 @@ from culturegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig,
 from culturegan.models import networks
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
 from culturegan.models.networks import (
+    BlurPool,
     PatchDiscriminator,
     PatchSampleMLP,
     ResizeConv,
@@ -91,6 +92,48 @@ def test_patchgan_output_size_matches_formula(size, n_layers):
     out = d(torch.zeros(2, 3, size, size))
     side = patch_output_size(size, n_layers)
     assert out.shape == (2, 1, side, side)
+
+
+@pytest.mark.parametrize(("size", "n_layers"), [(16, 1), (30, 2), (33, 2), (64, 3)])
+def test_antialiased_patchgan_has_the_strided_ones_output_size_and_parameters(size, n_layers):
+    cfg = DiscriminatorConfig(ndf=8, n_layers=n_layers, antialias=True)
+    d = PatchDiscriminator(cfg)
+    out = d(torch.zeros(2, 3, size, size))
+    side = patch_output_size(size, n_layers)
+    assert out.shape == (2, 1, side, side)
+    plain = PatchDiscriminator(cfg.model_copy(update={"antialias": False}))
+    assert count_params(d) == count_params(plain)
+    assert sum(isinstance(m, BlurPool) for m in d.modules()) == n_layers
+
+
+def test_blurpool_low_passes_before_subsampling():
+    blur = BlurPool(2)
+    # a constant image stays constant (the kernel sums to 1, reflection padding adds no border)
+    assert torch.allclose(blur(torch.full((1, 2, 8, 8), 0.7)), torch.full((1, 2, 4, 4), 0.7))
+    # the finest stripes (period 2): stride-2 sampling sees all ones or all zeros depending on the
+    # phase (aliasing); the blur sees their mean, whatever the phase
+    stripes = (torch.arange(8) % 2).float().expand(1, 2, 8, 8)
+    assert torch.allclose(blur(stripes), torch.full((1, 2, 4, 4), 0.5))
+    assert torch.allclose(blur(1 - stripes), torch.full((1, 2, 4, 4), 0.5))
+    assert set(stripes[..., ::2].unique().tolist()) == {0.0}  # what a stride-2 tap would read
+    assert blur.state_dict() == {}  # a constant, not a parameter: checkpoints do not change
+
+
+def test_antialiased_generator_keeps_layer_indices_shapes_and_parameters():
+    cfg = GeneratorConfig(ngf=8, n_blocks=2, antialias=True)
+    g = init_weights(ResnetGenerator(cfg))
+    plain = ResnetGenerator(cfg.model_copy(update={"antialias": False}))
+    assert count_params(g) == count_params(plain)
+    assert len(g.layers) == len(plain.layers)
+    assert g.channels == plain.channels  # CUT's nce_layers tap the same layers
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    image, feats = g.forward_with_features(x, (0, 4, 7, 10))
+    assert image.shape == x.shape and image.abs().max() <= 1
+    # the downsampling convs run at stride 1; the BlurPool after each ReLU halves the side
+    assert [f.shape[-1] for f in feats] == [38, 32, 16, 8]
+    assert sum(isinstance(m, BlurPool) for m in g.modules()) == 2
+    # a generator file from before the option (no key) loads as the plain generator
+    assert GeneratorConfig.model_validate({"ngf": 8, "n_blocks": 2}).antialias is False
 
 
 def test_patchgan_too_deep_for_image_size_is_detected_by_formula():

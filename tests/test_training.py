@@ -147,6 +147,9 @@ OBJECTIVES = [
     # the R1 penalty on D, alone and through DiffAugment
     ("cyclegan", {"discriminator": {"r1_gamma": 0.01}}),
     ("cut", {"discriminator": {"r1_gamma": 0.01}, "augment": ["translation", "cutout"]}),
+    # anti-aliased downsampling (the CUT paper code's default), with R1 through its BlurPools
+    ("cut", {"generator": {"antialias": True}, "discriminator": {"antialias": True, "r1_gamma": 0.01}}),
+    ("cyclegan", {"generator": {"antialias": True}, "discriminator": {"antialias": True}}),
 ]
 
 

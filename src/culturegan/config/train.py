@@ -38,6 +38,11 @@ class GeneratorConfig(StrictModel):
         description="predict a change to the input, zero at initialisation: the generator starts"
         " as the identity and keeps the content from step 0",
     )
+    antialias: bool = Field(
+        False,
+        description="downsample by a stride-1 conv, its activation and a [1, 2, 1] low-pass before"
+        " subsampling (Zhang 2019; the CUT paper code's default) instead of a stride-2 conv",
+    )
 
 
 class DiscriminatorConfig(StrictModel):
@@ -46,6 +51,11 @@ class DiscriminatorConfig(StrictModel):
     ndf: int = Field(32, ge=1, le=512, description="filters of the first conv layer (reference: 64)")
     n_layers: int = Field(3, ge=1, le=6, description="stride-2 conv layers (3: 70x70 receptive field)")
     norm: Literal["instance", "batch", "none"] = "instance"
+    antialias: bool = Field(
+        False,
+        description="each stride-2 conv as a stride-1 conv, its activation and a [1, 2, 1]"
+        " low-pass before subsampling (Zhang 2019; the CUT paper code's default)",
+    )
     lr_scale: float = Field(
         1.0,
         gt=0,

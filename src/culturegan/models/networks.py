@@ -80,6 +80,34 @@ class ResizeConv(nn.Sequential):
         return super().forward(x)
 
 
+class BlurPool(nn.Module):
+    """Anti-aliased 2x downsampling (Zhang 2019, "Making Convolutional Networks Shift-Invariant
+    Again"): reflection pad 1, the binomial [1, 2, 1] x [1, 2, 1] / 16 low-pass per channel, then
+    every second pixel. Placed after a stride-1 conv and its activation it replaces a stride-2
+    conv, as the CUT paper code does by default; a plain stride-2 conv samples the activations
+    without a low-pass and aliases their fine detail into a regular grid. Output side: ceil(H / 2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        tap = torch.tensor([1.0, 2.0, 1.0])
+        kernel = torch.outer(tap, tap) / 16.0
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        kernel = self.kernel.to(x.dtype)
+        return nn.functional.conv2d(padded, kernel, stride=2, groups=self.channels)  # (B, C, H/2, W/2)
+
+
+def _downsample(antialias: bool, c_in: int, c_out: int, kernel: int, padding: int, bias: bool):
+    """The conv of a 2x downsampling step and what follows its activation: a stride-2 conv and
+    nothing (the CycleGAN paper code), or with `antialias` a stride-1 conv and a BlurPool."""
+    if antialias:
+        return nn.Conv2d(c_in, c_out, kernel, stride=1, padding=padding, bias=bias), [BlurPool(c_out)]
+    return nn.Conv2d(c_in, c_out, kernel, stride=2, padding=padding, bias=bias), []
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
         # affine=False, no running stats: as in the paper code; every image is normalised alone
@@ -143,11 +171,10 @@ class ResnetGenerator(nn.Module):
         channels = [in_channels, ngf, ngf, ngf]
         for i in range(N_DOWN):
             c_in, c_out = ngf * 2**i, ngf * 2 ** (i + 1)
-            layers += [
-                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=bias),
-                _norm(norm, c_out),
-                nn.ReLU(True),
-            ]
+            conv, blur = _downsample(cfg.antialias, c_in, c_out, 3, 1, bias)
+            # with antialias the BlurPool shares the ReLU's slot, so layer indices do not move
+            act = nn.Sequential(nn.ReLU(True), *blur) if blur else nn.ReLU(True)
+            layers += [conv, _norm(norm, c_out), act]
             channels += [c_out] * 3
         width = ngf * 2**N_DOWN
         for _ in range(cfg.n_blocks):
@@ -233,18 +260,15 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         ndf, norm, bias = cfg.ndf, cfg.norm, _conv_bias(cfg.norm)
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
-            nn.LeakyReLU(0.2, True),
-        ]
+        # with antialias each 4x4 conv runs at stride 1 (side H - 1) and a BlurPool halves it:
+        # ceil((H - 1) / 2) = floor(H / 2), the stride-2 conv's side, so patch_output_size holds
+        conv, blur = _downsample(cfg.antialias, in_channels, ndf, 4, 1, True)
+        layers: list[nn.Module] = [conv, nn.LeakyReLU(0.2, True), *blur]
         mult = 1
         for n in range(1, cfg.n_layers):
             prev, mult = mult, min(2**n, 8)
-            layers += [
-                nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=bias),
-                _norm(norm, ndf * mult),
-                nn.LeakyReLU(0.2, True),
-            ]
+            conv, blur = _downsample(cfg.antialias, ndf * prev, ndf * mult, 4, 1, bias)
+            layers += [conv, _norm(norm, ndf * mult), nn.LeakyReLU(0.2, True), *blur]
         prev, mult = mult, min(2**cfg.n_layers, 8)
         layers += [
             nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=bias),
