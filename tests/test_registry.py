@@ -563,6 +563,7 @@ def test_model_carries_signature_example_requirements_and_config(champion: dict[
         "decoder_norm": "same",
         "upsample": "resize",
         "residual": False,
+        "antialias": False,
     }
     assert config["params"]["registry"]["max_side"] == 64
     flavor = info.flavors["python_function"]
