@@ -20,7 +20,9 @@ that can run it (torch 2.14.1 and its imports, e.g. dominate and wandb for the 2
         --data data --size 64 --blocks 6 --ngf 32 --batch 4 --runs 2 --precision bf16-full bf16
 
 `--data` is a prepared data root (`culturegan prepare`) at image size `--size` holding the pair's
-styles; the reference reads the same PNGs (symlinked as trainA/trainB).
+styles; the reference reads the same PNGs (symlinked as trainA/trainB). Upstream versions from
+before the 2025 one start a visdom display by default: add `--ref-arg=--display_id --ref-arg=0`
+(stop 46 used upstream 00d5574, 2021, that way).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, fl
         "--ngf", str(args.ngf), "--ndf", "64", "--batch_size", str(b), "--no_html", "--n_epochs", "1",
         "--n_epochs_decay", "0", "--print_freq", str(b), "--num_threads", "0",
         "--max_dataset_size", str((STEPS + WARMUP) * b), "--save_epoch_freq", "1000",
-        "--checkpoints_dir", str(ds.parent / "ref_checkpoints"),
+        "--checkpoints_dir", str(ds.parent / "ref_checkpoints"), *args.ref_arg,
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     text, rss, steal = timed(cmd, Path(args.ref_dir), env)
@@ -137,6 +139,11 @@ def main() -> None:
     ap.add_argument("--ref-dir", required=True)
     ap.add_argument("--ref-python", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument(
+        "--ref-arg", action="append", default=[],
+        help="one more argument for the reference's train.py, repeatable: '--ref-arg=--display_id "
+        "--ref-arg=0' for upstream versions that still connect to a visdom server by default (2021)",
+    )
     ap.add_argument("--pair", default="photo-ukiyoe")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--blocks", type=int, default=6)
