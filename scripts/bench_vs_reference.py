@@ -7,7 +7,8 @@ architecture: ResNet generator with transposed-convolution upsampling, PatchGAN 
 instance norm, LSGAN, cycle 10, identity 0.5, pool 50, flips. Each run times 30 steps after 3
 warm-up steps; the reference's own per-iteration prints (compute time × batch + data time) are
 summed, culturegan's bench times the 30 steps. Peak memory is each process's max RSS
-(/usr/bin/time -v). Each run also records `steal_share`, the share of the machine's CPU time
+(/usr/bin/time -v), and, sampled every 50 ms, its peak anonymous and file-backed resident parts
+(`peak_anon_mb`, `peak_file_mb`; the medians' ratio of the former is `anon_ratio`). Each run also records `steal_share`, the share of the machine's CPU time
 that the hypervisor took while it ran (/proc/stat; on a busy host's VM figures move by tens of
 percent, docs/benchmarks.md "The AMX box"), and `host_speed_before`, the host's speed at fixed
 one-thread work just before it (culturegan.hostspeed), which on a VM can halve within a minute
@@ -28,6 +29,7 @@ before the 2025 one start a visdom display by default: add `--ref-arg=--display_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -35,9 +37,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from culturegan.hostspeed import host_speed
@@ -78,16 +82,51 @@ def reference_dataset(args: argparse.Namespace, out: Path) -> Path:
     return ds
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, float, float | None]:
-    """The command's output, its peak RSS in MB, and the host's steal share while it ran."""
+class PeakMemory:
+    """Peak anonymous and file-backed resident memory of a process's descendants, sampled every
+    50 ms. Max RSS (from /usr/bin/time) counts both: the pages of the shared libraries (torch's
+    are over a gigabyte) that the process has mapped, and its own anonymous memory (tensors, the
+    allocator's arenas, the interpreter); the split says which of the two a difference is in."""
+
+    def __init__(self, pid: int) -> None:
+        self.root, self.anon_mb, self.file_mb = psutil.Process(pid), 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            with contextlib.suppress(psutil.Error):
+                for proc in self.root.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        m = proc.memory_info()  # Linux: shared = RssFile + RssShmem
+                        self.anon_mb = max(self.anon_mb, (m.rss - m.shared) / 2**20)
+                        self.file_mb = max(self.file_mb, m.shared / 2**20)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, dict[str, float | None]]:
+    """The command's output; its peak RSS in MB (/usr/bin/time), peak anonymous and file-backed
+    resident MB (PeakMemory), and the host's steal share while it ran."""
     with StealMeter() as steal:  # a busy host slows every run unevenly: keep its share beside each figure
-        proc = subprocess.run(
-            ["/usr/bin/time", "-v", *cmd], check=False, cwd=cwd, env=env, capture_output=True, text=True
+        proc = subprocess.Popen(
+            ["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
         )
-    text = proc.stdout + proc.stderr
+        peak = PeakMemory(proc.pid)
+        text, _ = proc.communicate()
+        peak.stop()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
-    return text, int(RSS.findall(text)[-1]) / 1024, steal.share
+    return text, {
+        "peak_rss_mb": int(RSS.findall(text)[-1]) / 1024,
+        "peak_anon_mb": round(peak.anon_mb, 1),
+        "peak_file_mb": round(peak.file_mb, 1),
+        "steal_share": steal.share,
+    }
 
 
 def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, float | None]:
@@ -101,12 +140,12 @@ def run_reference(args: argparse.Namespace, ds: Path, name: str) -> dict[str, fl
         "--checkpoints_dir", str(ds.parent / "ref_checkpoints"), *args.ref_arg,
     ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    text, rss, steal = timed(cmd, Path(args.ref_dir), env)
+    text, mem = timed(cmd, Path(args.ref_dir), env)
     # 'time' is one iteration's compute time divided by the batch size, 'data' its loading time
     its = [float(t) * b + float(d) for t, d in ITER.findall(text)]
     if len(its) < STEPS + WARMUP:
         sys.exit(f"the reference printed {len(its)} iterations, expected {STEPS + WARMUP}")
-    return {"images_per_s": b * STEPS / sum(its[WARMUP : WARMUP + STEPS]), "peak_rss_mb": rss, "steal_share": steal}
+    return {"images_per_s": b * STEPS / sum(its[WARMUP : WARMUP + STEPS]), **mem}
 
 
 def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, float | None]:
@@ -129,9 +168,9 @@ def run_ours(args: argparse.Namespace, params: Path, spec: str) -> dict[str, flo
         f"side_by_side={side_by_side!r}, channels_last={channels_last!r}, compile={compile_!r}); "
         "print('RESULT', json.dumps(r['tuned']))"
     )
-    text, rss, steal = timed([sys.executable, "-c", code], ROOT)
+    text, mem = timed([sys.executable, "-c", code], ROOT)
     result = json.loads(re.search(r"RESULT (.*)", text).group(1))
-    return {"images_per_s": result["images_per_s"], "peak_rss_mb": rss, "steal_share": steal}
+    return {"images_per_s": result["images_per_s"], **mem}
 
 
 def main() -> None:
@@ -171,7 +210,8 @@ def main() -> None:
                 speed = host_speed()
                 runs[precision].append({**run_ours(args, params, precision), "host_speed_before": speed})
             print(json.dumps({k: v[-1] for k, v in runs.items()}), file=sys.stderr)
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("images_per_s", "peak_rss_mb")} for k, v in runs.items()}
+    measures = ("images_per_s", "peak_rss_mb", "peak_anon_mb")
+    med = {k: {m: statistics.median(r[m] for r in v) for m in measures} for k, v in runs.items()}
     ref = med["reference"]
     result = {
         "config": {k: getattr(args, k) for k in ("pair", "size", "blocks", "ngf", "batch", "runs")},
@@ -179,6 +219,7 @@ def main() -> None:
         "median": med,
         "speedup": {p: round(med[p]["images_per_s"] / ref["images_per_s"], 3) for p in args.precision},
         "rss_ratio": {p: round(med[p]["peak_rss_mb"] / ref["peak_rss_mb"], 3) for p in args.precision},
+        "anon_ratio": {p: round(med[p]["peak_anon_mb"] / ref["peak_anon_mb"], 3) for p in args.precision},
     }
     print(json.dumps(result, indent=1))
     if args.out:
