@@ -8,9 +8,10 @@ instance norm, LSGAN, cycle 10, identity 0.5, pool 50, flips. Each run times 30 
 warm-up steps; the reference's own per-iteration prints (compute time × batch + data time) are
 summed, culturegan's bench times the 30 steps. Peak memory is each process's max RSS
 (/usr/bin/time -v), and, sampled every 50 ms, its peak anonymous and file-backed resident parts
-(`peak_anon_mb`, `peak_file_mb`; the medians' ratio of the former is `anon_ratio`). Each run also records `steal_share`, the share of the machine's CPU time
-that the hypervisor took while it ran (/proc/stat; on a busy host's VM figures move by tens of
-percent, docs/benchmarks.md "The AMX box"), and `host_speed_before`, the host's speed at fixed
+(`peak_anon_mb`, `peak_file_mb`; the medians' ratio of the former is `anon_ratio`). Each run
+also records `steal_share`, the share of the machine's CPU time that the hypervisor took while
+it ran (/proc/stat; on a busy host's VM figures move by tens of percent, docs/benchmarks.md "The
+AMX box"), and `host_speed_before`, the host's speed at fixed
 one-thread work just before it (culturegan.hostspeed), which on a VM can halve within a minute
 with no steal reported. Not a test: a benchmark for docs/benchmarks.md.
 
@@ -22,8 +23,9 @@ that can run it (torch 2.14.1 and its imports, e.g. dominate and wandb for the 2
 
 `--data` is a prepared data root (`culturegan prepare`) at image size `--size` holding the pair's
 styles; the reference reads the same PNGs (symlinked as trainA/trainB). Upstream versions from
-before the 2025 one start a visdom display by default: add `--ref-arg=--display_id --ref-arg=0`
-(stop 46 used upstream 00d5574, 2021, that way).
+before the 2025 one start a visdom display and ask for a GPU by default: add
+`--ref-arg=--display_id --ref-arg=0 --ref-arg=--gpu_ids --ref-arg=-1` (stop 46 ran upstream
+00d5574, 2021, that way).
 """
 
 from __future__ import annotations
