@@ -183,7 +183,8 @@ def main() -> None:
     ap.add_argument(
         "--ref-arg", action="append", default=[],
         help="one more argument for the reference's train.py, repeatable: '--ref-arg=--display_id "
-        "--ref-arg=0' for upstream versions that still connect to a visdom server by default (2021)",
+        "--ref-arg=0 --ref-arg=--gpu_ids --ref-arg=-1' for upstream versions that still start a "
+        "visdom display and ask for a GPU by default (2021)",
     )
     ap.add_argument("--pair", default="photo-ukiyoe")
     ap.add_argument("--size", type=int, default=64)
