@@ -31,7 +31,6 @@ before the 2025 one start a visdom display and ask for a GPU by default: add
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -39,15 +38,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
 from culturegan.hostspeed import host_speed
 from culturegan.hoststeal import StealMeter
+from culturegan.peakmem import PeakMemory
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, WARMUP = 30, 3
@@ -84,32 +82,6 @@ def reference_dataset(args: argparse.Namespace, out: Path) -> Path:
     return ds
 
 
-class PeakMemory:
-    """Peak anonymous and file-backed resident memory of a process's descendants, sampled every
-    50 ms. Max RSS (from /usr/bin/time) counts both: the pages of the shared libraries (torch's
-    are over a gigabyte) that the process has mapped, and its own anonymous memory (tensors, the
-    allocator's arenas, the interpreter); the split says which of the two a difference is in."""
-
-    def __init__(self, pid: int) -> None:
-        self.root, self.anon_mb, self.file_mb = psutil.Process(pid), 0.0, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            with contextlib.suppress(psutil.Error):
-                for proc in self.root.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        m = proc.memory_info()  # Linux: shared = RssFile + RssShmem
-                        self.anon_mb = max(self.anon_mb, (m.rss - m.shared) / 2**20)
-                        self.file_mb = max(self.file_mb, m.shared / 2**20)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[str, dict[str, float | None]]:
     """The command's output; its peak RSS in MB (/usr/bin/time), peak anonymous and file-backed
     resident MB (PeakMemory), and the host's steal share while it ran."""
@@ -118,15 +90,15 @@ def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple
             ["/usr/bin/time", "-v", *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )
-        peak = PeakMemory(proc.pid)
-        text, _ = proc.communicate()
-        peak.stop()
+        # /usr/bin/time's child is the command; 50 ms samples are enough beside its max RSS
+        with PeakMemory(proc.pid, descendants=True, interval=0.05) as peak:
+            text, _ = proc.communicate()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
     return text, {
         "peak_rss_mb": int(RSS.findall(text)[-1]) / 1024,
-        "peak_anon_mb": round(peak.anon_mb, 1),
-        "peak_file_mb": round(peak.file_mb, 1),
+        "peak_anon_mb": round(peak.anon / 2**20, 1),
+        "peak_file_mb": round(peak.file / 2**20, 1),
         "steal_share": steal.share,
     }
 

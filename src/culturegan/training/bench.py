@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import resource
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-import psutil
 import torch
 
 from culturegan.config import Pair, Params, TrainConfig
 from culturegan.models.networks import ResizeConv
+from culturegan.peakmem import PeakMemory
 from culturegan.training.dataset import UnpairedSampler, load_pair
 from culturegan.training.objectives import (
     Nets,
@@ -34,30 +33,6 @@ from culturegan.training.runtime import Runtime, World, resolve_precision
 from culturegan.training.trainer import check_sizes, make_runtime
 
 Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # step index -> (real_a, real_b)
-
-
-class _PeakRSS:
-    """Largest resident set size seen while the block runs (sampled every 5 ms)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._proc = psutil.Process()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __enter__(self) -> Self:
-        self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
 class _Path:
@@ -116,9 +91,9 @@ def _measure_round(path: _Path, batches: Batches, steps: int) -> tuple[float, in
         torch.cuda.reset_peak_memory_stats(path.device)
         seconds = path.run(batches, steps)
         return seconds, torch.cuda.max_memory_allocated(path.device)
-    with _PeakRSS() as rss:
+    with PeakMemory() as memory:
         seconds = path.run(batches, steps)
-    return seconds, rss.peak
+    return seconds, memory.rss
 
 
 def bench_train(
