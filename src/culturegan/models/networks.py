@@ -92,12 +92,11 @@ class BlurPool(nn.Module):
         tap = torch.tensor([1.0, 2.0, 1.0])
         kernel = torch.outer(tap, tap) / 16.0
         self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).clone(), persistent=False)
-        self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
         kernel = self.kernel.to(x.dtype)
-        return nn.functional.conv2d(padded, kernel, stride=2, groups=self.channels)  # (B, C, H/2, W/2)
+        return nn.functional.conv2d(padded, kernel, stride=2, groups=kernel.shape[0])  # (B, C, H/2, W/2)
 
 
 class NoiseInjection(nn.Module):
