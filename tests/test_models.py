@@ -12,7 +12,6 @@ from culturegan.models import networks
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
 from culturegan.models.networks import (
     BlurPool,
-    NoiseInjection,
     PatchDiscriminator,
     PatchSampleMLP,
     ResizeConv,
@@ -135,43 +134,6 @@ def test_antialiased_generator_keeps_layer_indices_shapes_and_parameters():
     assert sum(isinstance(m, BlurPool) for m in g.modules()) == 2
     # a generator file from before the option (no key) loads as the plain generator
     assert GeneratorConfig.model_validate({"ngf": 8, "n_blocks": 2}).antialias is False
-
-
-def test_noise_inputs_keep_layer_indices_and_are_random_in_training_fixed_in_eval():
-    cfg = GeneratorConfig(ngf=8, n_blocks=2, noise=0.5)
-    torch.manual_seed(0)
-    g = init_weights(ResnetGenerator(cfg))
-    plain = ResnetGenerator(cfg.model_copy(update={"noise": 0.0}))
-    noises = [m for m in g.modules() if isinstance(m, NoiseInjection)]
-    assert [n.weight.shape[1] for n in noises] == [16, 8]  # after each upsampling conv
-    assert all(torch.all(n.weight == 0.5) for n in noises)
-    assert count_params(g) == count_params(plain) + 16 + 8
-    assert len(g.layers) == len(plain.layers) and g.channels == plain.channels
-    assert not any(isinstance(m, NoiseInjection) for m in plain.modules())
-    x = torch.rand(2, 3, 32, 32) * 2 - 1
-    g.train()
-    assert not torch.equal(g(x), g(x))  # fresh noise every call
-    g.eval()
-    with torch.no_grad():
-        first, second = g(x), g(x)
-        assert torch.equal(first, second)  # repeatable evaluation
-        # the noise matters: with its scales at zero the output changes
-        for n in noises:
-            n.weight.zero_()
-        assert not torch.allclose(g(x), first)
-        # and with zero scales it is the plain generator with the same weights
-        up_slots = {i for i, layer in enumerate(g.layers) if isinstance(layer, torch.nn.Sequential)}
-        renamed = {}
-        for key, value in g.state_dict().items():
-            _, slot, rest = key.split(".", 2)
-            if int(slot) in up_slots:
-                if rest.startswith("1."):
-                    continue  # the noise scale
-                rest = rest.removeprefix("0.")
-            renamed[f"layers.{slot}.{rest}"] = value
-        plain.load_state_dict(renamed)
-        assert torch.equal(plain.eval()(x), g(x))
-    assert GeneratorConfig.model_validate({"ngf": 8, "n_blocks": 2}).noise == 0.0
 
 
 def test_patchgan_too_deep_for_image_size_is_detected_by_formula():

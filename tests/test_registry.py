@@ -564,7 +564,6 @@ def test_model_carries_signature_example_requirements_and_config(champion: dict[
         "upsample": "resize",
         "residual": False,
         "antialias": False,
-        "noise": 0.0,
     }
     assert config["params"]["registry"]["max_side"] == 64
     flavor = info.flavors["python_function"]

@@ -150,8 +150,6 @@ OBJECTIVES = [
     # anti-aliased downsampling (the CUT paper code's default), with R1 through its BlurPools
     ("cut", {"generator": {"antialias": True}, "discriminator": {"antialias": True, "r1_gamma": 0.01}}),
     ("cyclegan", {"generator": {"antialias": True}, "discriminator": {"antialias": True}}),
-    # noise inputs after the upsampling convs (their scales must train too)
-    ("cut", {"generator": {"noise": 0.1}}),
 ]
 
 

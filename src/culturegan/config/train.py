@@ -43,15 +43,6 @@ class GeneratorConfig(StrictModel):
         description="downsample by a stride-1 conv, its activation and a [1, 2, 1] low-pass before"
         " subsampling (Zhang 2019; the CUT paper code's default) instead of a stride-2 conv",
     )
-    noise: float = Field(
-        0.0,
-        ge=0.0,
-        le=10.0,
-        description="per-pixel Gaussian noise added after each upsampling conv, scaled per channel"
-        " by a learned weight that starts at this value (StyleGAN's noise inputs, Karras et al."
-        " 2019): a source of random grain, which a noise-free generator can only fake with a"
-        " pattern; 0: none. Fixed draws in eval mode, so evaluation is repeatable",
-    )
 
 
 class DiscriminatorConfig(StrictModel):

@@ -99,28 +99,6 @@ class BlurPool(nn.Module):
         return nn.functional.conv2d(padded, kernel, stride=2, groups=kernel.shape[0])  # (B, C, H/2, W/2)
 
 
-class NoiseInjection(nn.Module):
-    """x + w_c * n: one standard normal value per pixel, shared by the channels and scaled per
-    channel by a learned weight (StyleGAN's noise inputs, Karras et al. 2019). A generator
-    without a noise source can paint fine random texture (a photo's grain) only as a fixed
-    pattern of its own; this gives it the randomness. Training draws fresh noise every call;
-    eval mode draws it from a generator seeded with 0 on every call, so a translation is
-    repeatable (the same image in the same batch position gets the same output)."""
-
-    def __init__(self, channels: int, scale: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.full((1, channels, 1, 1), float(scale)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (x.shape[0], 1, *x.shape[2:])
-        if self.training:
-            noise = torch.randn(shape, device=x.device, dtype=x.dtype)
-        else:
-            fixed = torch.Generator(device=x.device).manual_seed(0)
-            noise = torch.randn(shape, generator=fixed, device=x.device, dtype=x.dtype)
-        return x + self.weight.to(x.dtype) * noise  # (B, C, H, W)
-
-
 def _downsample(antialias: bool, c_in: int, c_out: int, kernel: int, padding: int, bias: bool):
     """The conv of a 2x downsampling step and what follows its activation: a stride-2 conv and
     nothing (the CycleGAN paper code), or with `antialias` a stride-1 conv and a BlurPool."""
@@ -176,8 +154,7 @@ class ResnetGenerator(nn.Module):
 
     The layers form one flat list so CUT can tap the output of any of them by index (nce_layers):
     0 padded input, 1-3 stem conv/norm/relu, 4-9 the two downsamplings (conv, norm, relu each),
-    10 .. 9+n_blocks residual blocks, then 6 upsampling layers and pad/conv/tanh. With
-    cfg.noise each upsampling conv is followed by a NoiseInjection in the same slot.
+    10 .. 9+n_blocks residual blocks, then 6 upsampling layers and pad/conv/tanh.
     """
 
     def __init__(self, cfg: GeneratorConfig, in_channels: int = 3, out_channels: int = 3) -> None:
@@ -206,8 +183,6 @@ class ResnetGenerator(nn.Module):
         for i in range(N_DOWN):
             c_in, c_out = ngf * 2 ** (N_DOWN - i), ngf * 2 ** (N_DOWN - i - 1)
             up = _upsample(cfg.upsample, c_in, c_out, _conv_bias(up_norm))
-            if cfg.noise > 0:  # in the upsampling's slot, so layer indices do not move
-                up = nn.Sequential(up, NoiseInjection(c_out, cfg.noise))
             layers += [up, _norm(up_norm, c_out), nn.ReLU(True)]
             channels += [c_out] * 3
         # Residual mode: the head's output is a change in tanh-preactivation space, added to the
