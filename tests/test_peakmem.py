@@ -24,13 +24,16 @@ def test_own_process_peak_sees_memory_allocated_and_freed_inside_the_block():
 
 
 def test_descendants_are_sampled_and_the_root_is_not():
-    # the child holds 200 MB for a second; the parent (this test) holds nothing new
-    code = "import numpy, time; a = numpy.ones(200 * 2**20 // 8); time.sleep(1.0)"
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    with PeakMemory(descendants=True, interval=0.02) as tree:
+    # a parent that only waits for its child; the child holds 200 MB for a second
+    holder = "import numpy, time; a = numpy.ones(200 * 2**20 // 8); time.sleep(1.0)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {holder!r}], check=True)"
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    with PeakMemory(proc.pid, descendants=True, interval=0.02) as tree:
         proc.wait()
-    with PeakMemory(descendants=True) as none:
-        pass  # no descendants left: nothing is sampled, nothing fails
     assert proc.returncode == 0
     assert tree.anon >= 150 * MB and tree.rss >= tree.anon
+    # a process without children: nothing is sampled (its own memory is not counted)
+    lone = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    with PeakMemory(lone.pid, descendants=True) as none:
+        lone.wait()
     assert none.rss == none.anon == none.file == 0
