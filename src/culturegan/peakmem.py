@@ -21,8 +21,9 @@ class PeakMemory:
     size seen while the block ran, and its anonymous and file-backed parts (bytes; each the
     largest seen, so `anon + file` may exceed `rss`). It samples this process, or with
     `descendants` every descendant of process `pid` (not `pid` itself: e.g. the command that
-    `/usr/bin/time` runs), from a thread every `interval` seconds, so a peak shorter than that can
-    be missed. Where the platform does not report shared pages, `file` stays 0 and `anon` is RSS.
+    `/usr/bin/time` runs), each on its own (the peaks are those of the largest process, not sums
+    over the tree), from a thread every `interval` seconds, so a peak shorter than that can be
+    missed. Where the platform does not report shared pages, `file` stays 0 and `anon` is RSS.
     """
 
     def __init__(self, pid: int | None = None, descendants: bool = False, interval: float = 0.005) -> None:
