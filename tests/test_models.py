@@ -16,7 +16,6 @@ from culturegan.models.networks import (
     PatchSampleMLP,
     ResizeConv,
     ResnetGenerator,
-    SincResizeConv,
     count_params,
     init_weights,
     sample_patch_ids,
@@ -301,58 +300,6 @@ def test_resize_conv_keeps_the_plain_layers_state_dict_and_the_generators_functi
             m.forward = m.plain_forward  # the generator as it was before ResizeConv
         plain = g(x)
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 4), (16, 20)])
-def test_sinc_upsampling_is_the_filtered_zero_insertion_of_the_replicate_padded_input(size) -> None:
-    # The matrix form against the direct one: pad by 3 input pixels, zero-interleave and filter
-    # with the separable 12-tap kernel (a depthwise stride-2 transposed conv), crop.
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, *size, dtype=torch.float64)
-    taps = networks.sinc_taps()
-    assert taps.shape == (12,) and taps[0::2].sum() == pytest.approx(1) and taps[1::2].sum() == pytest.approx(1)
-    kernel = torch.outer(taps, taps).expand(3, 1, 12, 12)
-    padded = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="replicate")
-    direct = torch.nn.functional.conv_transpose2d(padded, kernel, stride=2, groups=3)[..., 11:, 11:]
-    up = SincResizeConv(3, 4, bias=True).upsample(x)
-    assert up.shape == (2, 3, 2 * size[0], 2 * size[1]) and up.dtype == torch.float64
-    torch.testing.assert_close(up, direct[..., : 2 * size[0], : 2 * size[1]], rtol=1e-12, atol=1e-12)
-
-
-def test_sinc_upsampling_keeps_flat_maps_flat_and_drops_the_spectral_image_nearest_keeps() -> None:
-    layer = SincResizeConv(1, 1, bias=False)
-    flat = torch.full((1, 1, 7, 9), 0.3)
-    assert torch.allclose(layer.upsample(flat), torch.full((1, 1, 14, 18), 0.3), atol=1e-7)
-    # A cosine at 0.3 cycles per input pixel (bin 24 of 80) upsampled to 160 px: its content sits
-    # at bin 24 of the output, its mirror image at 0.5 - 0.15 cycles per output pixel, bin 56.
-    n = torch.arange(80, dtype=torch.float64)
-    x = torch.cos(2 * math.pi * 24 / 80 * n).expand(1, 1, 4, 80).contiguous()
-    window = torch.hann_window(160, periodic=False, dtype=torch.float64)
-
-    def image_to_content(up: torch.Tensor) -> float:
-        power = torch.fft.rfft(up[0, 0, 1] * window).abs() ** 2
-        return float(power[54:59].sum() / power[22:27].sum())
-
-    nearest = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
-    assert image_to_content(nearest) > 0.15  # (0.45 / 0.89) ** 2 = 0.26 in theory
-    assert image_to_content(layer.double().upsample(x)) < 0.01  # (0.05 / 0.95) ** 2 = 0.003
-
-
-def test_sinc_generator_has_resize_generators_parameters_and_runs_in_bf16() -> None:
-    torch.manual_seed(0)
-    sinc = init_weights(ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, upsample="sinc")))
-    resize = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=1, upsample="resize"))
-    assert sum(isinstance(m, SincResizeConv) for m in sinc.modules()) == 2
-    assert count_params(sinc) == count_params(resize) and len(sinc.layers) == len(resize.layers)
-    assert not any(k.endswith("taps") or "matri" in k for k in sinc.state_dict())
-    x = torch.rand(2, 3, 16, 16) * 2 - 1
-    with torch.autocast("cpu", torch.bfloat16):
-        y = sinc(x)
-    assert y.shape == x.shape and torch.isfinite(y).all()
-    y.float().mean().backward()
-    assert all(p.grad is not None for p in sinc.parameters())
-    full = sinc.to(torch.bfloat16)  # bf16-full: the upsampling still runs in float32, returns bf16
-    assert full(x.bfloat16()).dtype == torch.bfloat16
 
 
 def test_freshly_reset_residual_generator_returns_its_input():

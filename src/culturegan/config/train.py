@@ -28,11 +28,10 @@ class GeneratorConfig(StrictModel):
         description="normalisation of the two upsampling layers; same: as norm. batch with"
         " instance norm elsewhere: paler skies into ukiyoe, lower KID gain (docs/quality.md)",
     )
-    upsample: Literal["resize", "transposed", "sinc"] = Field(
+    upsample: Literal["resize", "transposed"] = Field(
         "resize",
         description="resize: nearest 2x then a 3x3 conv (no checkerboard, Odena et al. 2016);"
-        " transposed: the paper code's stride-2 transposed conv; sinc: a windowed-sinc low-pass"
-        " 2x upsampling then a 3x3 conv (no spectral images of the half-resolution map)",
+        " transposed: the paper code's stride-2 transposed conv",
     )
     residual: bool = Field(
         False,

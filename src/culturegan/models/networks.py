@@ -25,8 +25,6 @@ def _upsample(kind: str, c_in: int, c_out: int, bias: bool) -> nn.Module:
     al. 2016, "Deconvolution and Checkerboard Artifacts")."""
     if kind == "transposed":
         return nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=bias)
-    if kind == "sinc":
-        return SincResizeConv(c_in, c_out, bias)
     return ResizeConv(c_in, c_out, bias)
 
 
@@ -80,70 +78,6 @@ class ResizeConv(nn.Sequential):
 
     def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)
-
-
-def sinc_taps(n_taps: int = 12, beta: float = 5.0) -> torch.Tensor:
-    """A Kaiser-windowed sinc low-pass for 2x upsampling by zero insertion, as 1-D taps on the
-    output grid at offsets +-0.5, +-1.5, ... output pixels (cut-off a quarter cycle per output
-    pixel: the input's Nyquist frequency). Each output phase's taps sum to 1, so a flat input stays
-    flat. Amplitude response against nearest-neighbour copying (the taps [1, 1]), cycles per
-    output pixel: 0.2: 0.78 / 0.81; 0.3: 0.22 / 0.59; 0.35: 0.05 / 0.45; 0.4: 0.001 / 0.31."""
-    t = torch.arange(n_taps, dtype=torch.float64) - (n_taps - 1) / 2
-    taps = torch.sinc(t / 2) * torch.kaiser_window(n_taps, periodic=False, beta=beta, dtype=torch.float64)
-    return taps * 2 / taps.sum()  # float64
-
-
-def sinc_upsampling_matrix(n: int, taps: torch.Tensor) -> torch.Tensor:
-    """(2n, n): the 1-D 2x upsampling by zero insertion and the filter `taps` (sinc_taps), the
-    input replicate-extended at both ends. Output pixel j sits at input coordinate j / 2 - 1/4."""
-    half = taps.shape[0] // 2
-    u = torch.zeros(2 * n, n, dtype=taps.dtype)
-    for j in range(2 * n):
-        for k in range(taps.shape[0]):
-            # tap k sits (k - (K - 1) / 2) output pixels from j, i.e. at input m = (j - k + K/2 - 1) / 2
-            num = j - k + half - 1
-            if num % 2 == 0:
-                u[j, min(max(num // 2, 0), n - 1)] += taps[k]
-    return u
-
-
-class SincResizeConv(nn.Module):
-    """2x upsampling without spectral images, then reflection pad 1 and a 3x3 conv.
-
-    Nearest-neighbour copying (ResizeConv) passes a half-resolution map's content at f cycles per
-    output pixel together with its mirror image at 0.5 - f, attenuated only to 0.59 at 0.3; a
-    trained generator into photo puts a fine grid there (docs/quality.md, "Where the grid's energy
-    is made"). Here the map is zero-interleaved and low-passed by sinc_taps, the input
-    replicate-extended at the borders, computed as two small matrix products (U x U^T per
-    channel; a depthwise 12x12 transposed convolution is 3x slower on a CPU), which leaves 0.22
-    at 0.3 and under 0.06 beyond 0.35; the conv then sees a band-limited image (the filtered
-    upsampling of StyleGAN3, Karras et al. 2021, without its treatment of the nonlinearities)."""
-
-    def __init__(self, c_in: int, c_out: int, bias: bool) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, bias=bias)
-        # built per size from float64 taps, not a buffer: a module cast to bf16 keeps exact sums
-        self._matrices: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
-
-    def _matrix(self, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        key = (n, device, dtype)
-        if key not in self._matrices:
-            self._matrices[key] = sinc_upsampling_matrix(n, sinc_taps()).to(device, dtype)
-        return self._matrices[key]
-
-    def upsample(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, 2H, 2W), the low-passed 2x upsampling alone. In float32 under
-        any autocast: rounded to bf16 the two output phases' taps no longer sum to the same 1,
-        which would print a faint period-2 pattern on flat areas."""
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        rows, cols = (self._matrix(n, x.device, dtype) for n in x.shape[-2:])
-        with torch.autocast(x.device.type, enabled=False):
-            up = rows @ x.to(dtype) @ cols.T
-        return up.to(x.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up = self.upsample(x)
-        return self.conv(nn.functional.pad(up, (1, 1, 1, 1), mode="reflect"))  # (B, C_out, 2H, 2W)
 
 
 class BlurPool(nn.Module):
