@@ -6,8 +6,6 @@ not of single functions: if a change breaks what the GAN learns, the suite fails
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -88,20 +86,6 @@ def test_cutout_blanks_one_square_per_image():
     x = torch.ones(3, 3, 16, 16)
     out = diff_augment(x, ["cutout"], torch.Generator().manual_seed(0))
     assert [(o[0] == 0).sum().item() for o in out] == [16, 16, 16]  # 4x4 of 16x16 each
-
-
-def test_lowpass_policy_passes_coarse_content_and_removes_the_grid_band():
-    # The trial's discriminator-input low-pass: 13 Kaiser-windowed sinc taps, cut-off a quarter
-    # cycle per pixel; the grid into photo sits at 0.30-0.37 cycles per pixel.
-    n = torch.arange(64, dtype=torch.float32)
-    kept = {}
-    for f in (0.1, 0.35):
-        x = torch.cos(2 * math.pi * f * n).expand(1, 3, 64, 64).contiguous()
-        y = diff_augment(x, ["lowpass"], torch.Generator())
-        kept[f] = float(y[0, 0, 32, 16:48].std() / x[0, 0, 32, 16:48].std())
-    assert kept[0.1] > 0.99 and kept[0.35] < 0.06, kept
-    flat = torch.full((2, 3, 9, 9), 0.4)
-    torch.testing.assert_close(diff_augment(flat, ["lowpass"], torch.Generator()), flat)
 
 
 def test_ema_follows_the_live_weights_with_warm_up_and_round_trips_its_state():

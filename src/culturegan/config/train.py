@@ -163,7 +163,7 @@ class TrainConfig(StrictModel):
     ema: float = Field(
         0.999, ge=0, lt=1, description="decay of the generators' weight average used for the outputs; 0: off"
     )
-    augment: list[Literal["lowpass", "translation", "cutout", "color"]] = Field(
+    augment: list[Literal["translation", "cutout", "color"]] = Field(
         default_factory=list,
         description="DiffAugment policies applied to every discriminator input, real and fake",
     )

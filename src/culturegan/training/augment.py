@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("lowpass", "translation", "cutout", "color")
+POLICIES = ("translation", "cutout", "color")
 
 
 def _uniform(n: int, rng: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -55,24 +55,7 @@ def cutout(x: torch.Tensor, rng: torch.Generator, ratio: float = 0.25) -> torch.
     return x * (~inside).unsqueeze(1).to(x.dtype)  # (B, C, H, W)
 
 
-def _lp_taps():
-    import numpy as np
-    t = np.arange(13) - 6
-    h = 0.5 * np.sinc(0.5 * t) * np.kaiser(13, 6.0)
-    return torch.tensor(h / h.sum(), dtype=torch.float32)
-
-
-_LP = _lp_taps()
-
-
-def lowpass(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    c = x.shape[1]
-    k = _LP.to(x.device, x.dtype)
-    x = F.conv2d(F.pad(x, (6, 6, 0, 0), mode="reflect"), k.view(1, 1, 1, 13).expand(c, 1, 1, 13), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, 6, 6), mode="reflect"), k.view(1, 1, 13, 1).expand(c, 1, 13, 1), groups=c)
-
-
-_OPS = {"lowpass": lowpass, "color": color, "translation": translation, "cutout": cutout}
+_OPS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(x: torch.Tensor, policies: Sequence[str], rng: torch.Generator) -> torch.Tensor:
