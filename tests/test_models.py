@@ -12,6 +12,7 @@ from culturegan.models import networks
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
 from culturegan.models.networks import (
     BlurPool,
+    InstanceNorm,
     PatchDiscriminator,
     PatchSampleMLP,
     ResizeConv,
@@ -300,6 +301,50 @@ def test_resize_conv_keeps_the_plain_layers_state_dict_and_the_generators_functi
             m.forward = m.plain_forward  # the generator as it was before ResizeConv
         plain = g(x)
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_instance_norm_as_group_norm_equals_instance_norm_in_value_and_gradient(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    x = (torch.randn(3, 8, 5, 7, dtype=torch.float64) * 3 + 2).to(dtype).requires_grad_()
+    g = torch.randn(3, 8, 5, 7, dtype=torch.float64).to(dtype)
+    layer, ref = InstanceNorm(8), torch.nn.InstanceNorm2d(8, affine=False, track_running_stats=False)
+    calls: list[str] = []
+    layer.register_forward_hook(lambda *_: calls.append("fast"))
+    y_fast, y_ref = layer(x), ref(x)
+    (gx_fast,) = torch.autograd.grad((y_fast * g).sum(), x)
+    (gx_ref,) = torch.autograd.grad((y_ref * g).sum(), x)
+    # one ulp of the dtype at the outputs' size (|y| <= ~3): float rounding, not another function
+    tol = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 3e-2}[dtype]
+    torch.testing.assert_close(y_fast, y_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(gx_fast, gx_ref, rtol=tol, atol=tol)
+    assert y_fast.dtype == dtype and calls == ["fast"]
+    # a wrong axis would not be close: normalising over channels instead of pixels differs
+    wrong = torch.nn.functional.layer_norm(x.detach().double(), x.shape[1:])
+    assert not torch.allclose(y_fast.double(), wrong, atol=0.1)
+
+
+def test_instance_norm_takes_instance_norm_itself_for_channels_last_inputs_and_the_plain_path(monkeypatch) -> None:
+    used: list[str] = []
+    group_norm, instance_norm = torch.nn.functional.group_norm, torch.nn.functional.instance_norm
+    monkeypatch.setattr(torch.nn.functional, "group_norm", lambda *a, **k: used.append("group") or group_norm(*a, **k))
+    monkeypatch.setattr(torch.nn.functional, "instance_norm", lambda *a, **k: used.append("instance") or instance_norm(*a, **k))
+    layer = InstanceNorm(4)
+    x = torch.randn(2, 4, 6, 6)
+    layer(x)
+    layer(x.contiguous(memory_format=torch.channels_last))
+    layer.fast = False
+    plain = layer(x)
+    assert used == ["group", "instance", "instance"]
+    torch.testing.assert_close(plain, group_norm(x, 4, eps=1e-5), rtol=2e-6, atol=2e-6)
+
+
+def test_instance_norm_keeps_the_state_dict_of_torchs_and_every_generator_and_discriminator_uses_it() -> None:
+    assert InstanceNorm(8).state_dict() == {} and isinstance(InstanceNorm(8), torch.nn.InstanceNorm2d)
+    g, d = ResnetGenerator(TINY_G), PatchDiscriminator(TINY_D)
+    for net in (g, d):
+        norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+        assert norms and all(type(m) is InstanceNorm for m in norms)
 
 
 def test_freshly_reset_residual_generator_returns_its_input():

@@ -3,7 +3,8 @@ tensors or (`data_root`) on prepared images drawn through the training loader ea
 
 `baseline=True` also times plain PyTorch (fp32, eager, contiguous, unfused Adam, one forward per
 input as the paper code does, a resize-convolution as its three layers instead of ResizeConv's one
-transposed convolution) in the same process, so the tuned path's gain is one ratio.
+transposed convolution, instance norm as `F.instance_norm` rather than InstanceNorm's group norm)
+in the same process, so the tuned path's gain is one ratio.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from culturegan.config import Pair, Params, TrainConfig
-from culturegan.models.networks import ResizeConv
+from culturegan.models.networks import InstanceNorm, ResizeConv
 from culturegan.peakmem import PeakMemory
 from culturegan.training.dataset import UnpairedSampler, load_pair
 from culturegan.training.objectives import (
@@ -53,7 +54,7 @@ class _Path:
         self.nets: Nets = build_nets(cfg)
         for m in self.nets.named().values():
             for layer in m.modules():
-                if isinstance(layer, ResizeConv):
+                if isinstance(layer, (ResizeConv, InstanceNorm)):
                     layer.fast = tuned
             m.to(device)
             if self.tuned and cfg.channels_last:
