@@ -57,7 +57,7 @@ def test_decoder_norm_sets_only_the_two_upsampling_layers_norms_and_same_is_the_
     norms = (torch.nn.InstanceNorm2d, torch.nn.BatchNorm2d)
     kinds = {i: type(m) for i, m in enumerate(mixed.layers) if isinstance(m, norms)}
     assert {i for i, k in kinds.items() if k is torch.nn.BatchNorm2d} == up_norms
-    assert all(k is torch.nn.InstanceNorm2d for i, k in kinds.items() if i not in up_norms)
+    assert all(k is InstanceNorm for i, k in kinds.items() if i not in up_norms)
     instance_norms = [m for m in mixed.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
     assert len(instance_norms) == 3 + 2 * nb  # stem, two downsamplings, two per residual block
     for i in (10 + nb, 13 + nb):  # a bias before BatchNorm is cancelled: the upsampling convs have none
