@@ -324,19 +324,41 @@ def test_instance_norm_as_group_norm_equals_instance_norm_in_value_and_gradient(
     assert not torch.allclose(y_fast.double(), wrong, atol=0.1)
 
 
-def test_instance_norm_takes_instance_norm_itself_for_channels_last_inputs_and_the_plain_path(monkeypatch) -> None:
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_instance_norm_of_channels_last_inputs_equals_instance_norm_and_keeps_the_layout(batch: int, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    cl = torch.channels_last
+    x = (torch.randn(batch, 8, 5, 7, dtype=torch.float64) * 3 + 2).to(dtype).contiguous(memory_format=cl).requires_grad_()
+    g = torch.randn(batch, 8, 5, 7, dtype=torch.float64).to(dtype).contiguous(memory_format=cl)
+    y_fast = InstanceNorm(8)(x)
+    (gx_fast,) = torch.autograd.grad((y_fast * g).sum(), x)
+    # The reference in the default layout: torch 2.14.1's F.instance_norm gives a single
+    # channels-last image with a channels-last gradient a wrong input gradient (docs/benchmarks.md).
+    x_ref = x.detach().contiguous().requires_grad_()
+    y_ref = torch.nn.functional.instance_norm(x_ref, eps=1e-5)
+    (gx_ref,) = torch.autograd.grad((y_ref * g.contiguous()).sum(), x_ref)
+    tol = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 3e-2}[dtype]
+    torch.testing.assert_close(y_fast, y_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(gx_fast, gx_ref, rtol=tol, atol=tol)
+    assert y_fast.is_contiguous(memory_format=cl) and not y_fast.is_contiguous()
+
+
+def test_instance_norm_picks_its_kernel_by_layout_and_the_plain_path_keeps_instance_norm(monkeypatch) -> None:
     used: list[str] = []
-    group_norm, instance_norm = torch.nn.functional.group_norm, torch.nn.functional.instance_norm
-    monkeypatch.setattr(torch.nn.functional, "group_norm", lambda *a, **k: used.append("group") or group_norm(*a, **k))
-    monkeypatch.setattr(torch.nn.functional, "instance_norm", lambda *a, **k: used.append("instance") or instance_norm(*a, **k))
+    fn = torch.nn.functional
+    originals = {name: getattr(fn, name) for name in ("group_norm", "batch_norm", "instance_norm")}
+    for name, f in originals.items():
+        monkeypatch.setattr(fn, name, lambda *a, _n=name, _f=f, **k: used.append(_n) or _f(*a, **k))
     layer = InstanceNorm(4)
     x = torch.randn(2, 4, 6, 6)
     layer(x)
-    layer(x.contiguous(memory_format=torch.channels_last))
+    layer(x.contiguous(memory_format=torch.channels_last))  # batch norm image by image
+    layer(x.transpose(2, 3))  # neither layout
     layer.fast = False
     plain = layer(x)
-    assert used == ["group", "instance", "instance"]
-    torch.testing.assert_close(plain, group_norm(x, 4, eps=1e-5), rtol=2e-6, atol=2e-6)
+    assert used == ["group_norm", "batch_norm", "batch_norm", "instance_norm", "instance_norm"]
+    torch.testing.assert_close(plain, originals["group_norm"](x, 4, eps=1e-5), rtol=2e-6, atol=2e-6)
 
 
 def test_instance_norm_keeps_the_state_dict_of_torchs_and_every_generator_and_discriminator_uses_it() -> None:

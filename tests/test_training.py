@@ -205,6 +205,30 @@ def test_batched_and_side_by_side_steps_compute_the_same_update_as_separate_call
             assert torch.allclose(l1[k], l2[k], atol=1e-5), k
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_channels_last_steps_compute_the_same_update_as_the_default_layout(batch):
+    # train.channels_last changes memory layouts only: a whole step in each layout must train
+    # the same networks (FusedAdam's layouts, InstanceNorm's channels-last kernel). Two layer-level
+    # torch faults this does not reach are tested at their layers: F.instance_norm's input
+    # gradient for a single channels-last image with a channels-last gradient (here the gradients
+    # reach the norms in the default layout) and the fused Adam kernel's pairing of mixed layouts.
+    # CycleGAN only: CUT's first Adam steps turn rounding noise into whole updates (swapping
+    # F.instance_norm for InstanceNorm's group norm, same layout, moves its outputs by 3e-3 here).
+    results = []
+    for cl in (False, True):
+        params = tiny_params("cyclegan", channels_last=cl)
+        nets, opts, rt = _setup(params)
+        assert rt.channels_last is cl
+        if cl:
+            for m in nets.named().values():
+                m.to(memory_format=torch.channels_last)  # as the trainer does
+        for i in range(2):
+            train_step(_random_batch(n=batch, seed=i), nets, opts, params.train, rt, step=i)
+        results.append(_outputs(nets))
+    for k in results[0]:
+        assert torch.allclose(results[0][k], results[1][k], atol=1e-5), k
+
+
 def test_side_by_side_steps_are_bit_reproducible_and_keep_the_thread_count():
     # Two threads add their gradients to the same parameters in no fixed order; a sum of two
     # terms is the same either way, so a seeded run still gives the same weights bit for bit.
@@ -1238,6 +1262,50 @@ def test_grad_scaler_steps_fused_adam_like_torch_adam():
     for p, q in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
         assert torch.equal(p, q)
     assert float(ours.state_dict()["state"][0]["step"]) == 2.0
+
+
+def test_fused_adam_pairs_weights_and_gradients_of_any_layouts_and_passes_channels_last_ones_in_memory_order(monkeypatch):
+    # torch's CPU kernel pairs the tensors' elements in memory order: a channels-last parameter
+    # with a gradient in the default layout gets other weights' gradients. FusedAdam brings them
+    # into one layout, and passes channels-last ones as contiguous views (no copies back and forth).
+    from culturegan.training.adam import FusedAdam
+
+    cl = torch.channels_last
+    p0, g0 = torch.randn(4, 3, 3, 3), torch.randn(4, 3, 3, 3)
+    def raw(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:  # the kernel as torch.optim calls it
+        m, v, step = torch.zeros_like(p), torch.zeros_like(p), torch.ones(())
+        torch._fused_adam_([p], [g], [m], [v], [], [step], lr=0.1, beta1=0.5, beta2=0.999, weight_decay=0.0,
+                           eps=1e-8, amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
+        return p
+    assert not torch.allclose(raw(p0.contiguous(memory_format=cl), g0.clone()), raw(p0.clone(), g0.clone()))
+
+    cl_model, ref_model = _adam_pair()
+    mixed_model = copy.deepcopy(ref_model)
+    cl_model.to(memory_format=cl)
+    mixed_model.to(memory_format=cl)
+    weight = cl_model[0].weight
+    assert not weight.is_contiguous() and weight.is_contiguous(memory_format=cl)
+    opts = [FusedAdam(m.parameters(), lr=2e-3, betas=(0.5, 0.999)) for m in (cl_model, ref_model, mixed_model)]
+    kernel, passed = torch._fused_adam_, []
+
+    def spy(params, grads, exp_avgs, exp_avg_sqs, *args, **kwargs):
+        passed.append([t.is_contiguous() for ts in (params, grads, exp_avgs, exp_avg_sqs) for t in ts])
+        return kernel(params, grads, exp_avgs, exp_avg_sqs, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", spy)
+    for step in range(4):
+        for m in (cl_model, ref_model, mixed_model):
+            _grads(m, step)  # gradients in the default layout
+        for p in cl_model.parameters():  # gradients in the parameters' layout, as backward makes them
+            if p.grad is not None and p.dim() == 4:
+                p.grad = p.grad.contiguous(memory_format=cl)
+        for opt in opts:
+            opt.step()
+    assert len(passed) == 12 and all(all(f) for f in passed)
+    for p, q, r in zip(cl_model.parameters(), ref_model.parameters(), mixed_model.parameters(), strict=True):
+        assert torch.equal(p, q) and torch.equal(r, q)
+    assert weight.is_contiguous(memory_format=cl) and mixed_model[0].weight.is_contiguous(memory_format=cl)
+    assert torch.equal(opts[0].state[weight]["exp_avg"], opts[1].state[ref_model[0].weight]["exp_avg"])
 
 
 # --- the training code in the run's fingerprint -------------------------------------------------------

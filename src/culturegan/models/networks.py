@@ -109,21 +109,29 @@ def _downsample(antialias: bool, c_in: int, c_out: int, kernel: int, padding: in
 
 class InstanceNorm(nn.InstanceNorm2d):
     """Instance norm without affine parameters or running statistics, as in the paper code: every
-    image and channel normalised alone over its pixels. On a CPU it is computed as group norm
-    with one group per channel, the same statistics and output to float rounding, in one native
-    kernel where `F.instance_norm` reshapes the batch into a batch norm: 1.2-2x faster forward and
-    backward at this project's shapes, several per cent of a training step (docs/benchmarks.md).
-    Channels-last inputs (group norm's channels-last bf16 kernel is slower), other devices (not
-    measured) and `fast` off (the benchmark's plain path) keep `F.instance_norm`. No parameters or
-    buffers: state_dicts are those of `nn.InstanceNorm2d`."""
+    image and channel normalised alone over its pixels. On a CPU it is computed with kernels that
+    give the same statistics and output to float rounding, faster (docs/benchmarks.md):
+
+    - inputs in the default layout: group norm with one group per channel, one native kernel where
+      `F.instance_norm` reshapes the batch into a batch norm (1.2-2x faster forward and backward);
+    - channels-last inputs: batch norm of each image alone (batch norm's CPU kernel keeps the
+      layout, where `F.instance_norm` copies to the default layout and the next channels-last
+      convolution copies back; group norm's channels-last bf16 kernel is slow).
+
+    Other devices (not measured) and `fast` off (the benchmark's plain path) keep
+    `F.instance_norm`. No parameters or buffers: state_dicts are those of `nn.InstanceNorm2d`."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(channels, affine=False, track_running_stats=False)
         self.fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast and x.device.type == "cpu" and x.dim() == 4 and x.is_contiguous():
-            return nn.functional.group_norm(x, x.shape[1], eps=self.eps)
+        if self.fast and x.device.type == "cpu" and x.dim() == 4:
+            if x.is_contiguous():
+                return nn.functional.group_norm(x, x.shape[1], eps=self.eps)
+            if x.is_contiguous(memory_format=torch.channels_last):
+                images = [nn.functional.batch_norm(t, None, None, training=True, eps=self.eps) for t in x.split(1)]
+                return images[0] if len(images) == 1 else torch.cat(images)
         return super().forward(x)
 
 

@@ -26,6 +26,34 @@ def fused_adam_supported(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda", "mps")
 
 
+def _one_layout(p: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """A parameter, its gradient and its two moments for the fused kernel, in one memory layout.
+
+    The CPU kernel pairs the four tensors' elements in memory order: given a channels-last
+    parameter and a gradient in the default layout (or the reverse) it updates each weight with
+    another weight's gradient, silently (torch 2.14.1; tests/test_training.py). So the gradient
+    (each step) and the moments (once, kept) are brought into the parameter's layout, and
+    channels-last ones (channels_last training) go as contiguous views in memory order, which
+    the kernel takes without copying them to the default layout and back. Parameters in neither
+    layout go as they are."""
+    grad = p.grad
+    assert grad is not None
+    cl = torch.channels_last
+    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=cl):
+        layout = cl
+    elif p.is_contiguous():
+        layout = torch.contiguous_format
+    else:
+        return p, grad, state["exp_avg"], state["exp_avg_sq"]
+    if not grad.is_contiguous(memory_format=layout):
+        grad = grad.contiguous(memory_format=layout)
+    for k in ("exp_avg", "exp_avg_sq"):
+        if not state[k].is_contiguous(memory_format=layout):
+            state[k] = state[k].contiguous(memory_format=layout)
+    tensors = (p, grad, state["exp_avg"], state["exp_avg_sq"])
+    return tuple(t.permute(0, 2, 3, 1) for t in tensors) if layout is cl else tensors
+
+
 class FusedAdam:
     """Adam (no weight decay, no amsgrad) over one parameter group, one fused kernel per
     (device, dtype) group of parameters."""
@@ -88,11 +116,12 @@ class FusedAdam:
             states = [self._state(p) for p in ps]
             steps = [s["step"] for s in states]
             torch._foreach_add_(steps, 1)
+            tensors = [_one_layout(p, s) for p, s in zip(ps, states, strict=True)]
             torch._fused_adam_(
-                ps,
-                [p.grad for p in ps],
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
+                [t[0] for t in tensors],
+                [t[1] for t in tensors],
+                [t[2] for t in tensors],
+                [t[3] for t in tensors],
                 [],
                 steps,
                 lr=group["lr"],
