@@ -178,7 +178,11 @@ class TrainConfig(StrictModel):
         "bf16-full: the networks themselves in bf16 (no autocast casts), fp32 master weights in "
         "Adam, the weight average and checkpoints",
     )
-    channels_last: bool = Field(False, description="NHWC memory format (helps on CUDA tensor cores)")
+    channels_last: bool = Field(
+        False,
+        description="NHWC memory format for networks and images (faster CPU steps; on a GPU it did not pay at batch 4: "
+        "docs/benchmarks.md)",
+    )
     compile: bool = Field(False, description="torch.compile the networks (slow start, faster steps)")
     concurrent_runs: int = Field(
         0,
