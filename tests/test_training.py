@@ -528,6 +528,31 @@ def test_bf16_full_steps_fp32_masters_on_the_gradients_of_bf16_copies(objective,
     assert sign_agreement("bf16-full") >= sign_agreement("bf16") - 0.02
 
 
+def test_bf16_full_steps_its_masters_slice_by_slice_with_the_update_of_one_step(monkeypatch):
+    # Only one slice's fp32 gradients exist at a time (peak memory); Adam acts weight by weight,
+    # so slices of any size must give the update of one step over all weights, bit for bit, and
+    # leave no gradient on masters or copies.
+    from culturegan.training import runtime
+
+    assert [[p.numel() for p in s] for s in runtime._slices([nn.Parameter(torch.zeros(n)) for n in (3, 4, 9, 2, 1)], 6)] == [
+        [3], [4], [9], [2, 1]
+    ]
+    assert runtime._slices([], 6) == []
+    states = []
+    for slice_size in (10**12, 500, 1):  # one slice; several; one parameter a slice
+        monkeypatch.setattr(runtime, "MASTER_STEP_SLICE", slice_size)
+        params = tiny_params("cyclegan", precision="bf16-full")
+        nets, opts, rt = _setup(params)
+        for i in range(2):
+            train_step(_random_batch(seed=i), nets, opts, params.train, rt, step=i)
+        assert all(p.grad is None for m in nets.named().values() for p in m.parameters())
+        assert all(p.grad is None for m in rt.shadow.named().values() for p in m.parameters())
+        states.append(_states(nets) | {f"shadow.{k}": v for k, v in _states(rt.shadow).items()})
+    for other in states[1:]:
+        assert states[0].keys() == other.keys()
+        assert all(torch.equal(states[0][k], other[k]) for k in other)
+
+
 def test_discriminator_learns_to_separate_trivially_different_images():
     # D of CUT against a frozen-at-init generator whose outputs sit near 0, versus real images
     # near +1: after a few dozen D steps real and fake scores must be clearly apart.

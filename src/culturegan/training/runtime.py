@@ -262,16 +262,21 @@ class Runtime:
             self.scaler.step(opt)
         elif self.master_of:
             # bf16-full: Adam steps the fp32 masters on the copies' gradients, and the copies
-            # take the new weights, rounded to their dtype.
-            params = trainable(modules)
-            for p in params:
-                master = self.master_of[p]
-                master.grad = None if p.grad is None else p.grad.to(master.dtype)
-                p.grad = None
-            opt.step()
-            with torch.no_grad():
+            # take the new weights, rounded to their dtype. Slice by slice of about a million
+            # weights, so that only one slice's fp32 gradients exist at a time (20 MB less peak
+            # memory at issue 13's 64 px config, docs/benchmarks.md): Adam acts weight by weight,
+            # so the update is bit for bit that of one step over all of them.
+            for params in _slices(trainable(modules), MASTER_STEP_SLICE):
                 for p in params:
-                    p.copy_(self.master_of[p])
+                    master = self.master_of[p]
+                    master.grad = None if p.grad is None else p.grad.to(master.dtype)
+                    p.grad = None
+                opt.step()
+                with torch.no_grad():
+                    for p in params:
+                        master = self.master_of[p]
+                        master.grad = None
+                        p.copy_(master)
         else:
             opt.step()
 
@@ -350,6 +355,22 @@ def linear_decay(steps: int, decay_start: float) -> Callable[[int], float]:
         return 1.0 - max(0, step - constant) / decay
 
     return factor
+
+
+MASTER_STEP_SLICE = 1_000_000  # weights whose fp32 gradients bf16-full's optimiser step holds at once
+
+
+def _slices(params: list[nn.Parameter], size: int) -> list[list[nn.Parameter]]:
+    """`params` in order, cut into consecutive runs of about `size` elements (a larger one alone)."""
+    out: list[list[nn.Parameter]] = [[]]
+    total = 0
+    for p in params:
+        if out[-1] and total + p.numel() > size:
+            out.append([])
+            total = 0
+        out[-1].append(p)
+        total += p.numel()
+    return out if out[0] else []
 
 
 def trainable(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
