@@ -80,6 +80,31 @@ def test_reading_a_folder_without_a_manifest_names_it_and_says_to_prepare(tmp_pa
         assert str(tmp_path) in str(info.value) and "prepare" in info.value.hint
 
 
+def _row(style: str, split: str, i: int) -> ManifestRow:
+    return ManifestRow(f"styles/{style}/{split}/{i}.png", style, split, "", f"{i:064x}", "x", 8, 8, "RGB", f"{i:016x}", 1.0)
+
+
+def test_manifest_records_reads_the_columns_and_rereads_a_rewritten_manifest(tmp_path: Path):
+    rows = [_row("a", "train", i) for i in range(2)]
+    write_manifest(manifest_frame(rows), tmp_path)
+    got = manifest_records(tmp_path, ["style", "split", "path"])
+    assert got == [{"style": "a", "split": "train", "path": r.path} for r in rows]
+    got[0]["style"] = "changed"  # callers get their own copies of the cached rows
+    assert manifest_records(tmp_path, ["style"]) == [{"style": "a"}] * 2
+    write_manifest(manifest_frame([*rows, _row("b", "test", 0)]), tmp_path)
+    assert [r["style"] for r in manifest_records(tmp_path, ["style"])] == ["a", "a", "b"]
+
+
+def test_an_unreadable_manifest_is_named_with_the_readers_error(tmp_path: Path):
+    (tmp_path / "manifest.parquet").write_bytes(b"not a parquet file")
+    with pytest.raises(SourceError, match="manifest.parquet") as info:
+        manifest_records(tmp_path, ["style"])
+    assert "prepare" in info.value.hint
+    write_manifest(manifest_frame([_row("a", "train", 0)]), tmp_path)
+    with pytest.raises(SourceError, match="no_such_column"):
+        manifest_records(tmp_path, ["no_such_column"])
+
+
 def test_rejects_round_trip_with_header_when_empty(tmp_path: Path):
     write_rejects([], tmp_path)
     assert read_rejects(tmp_path).empty

@@ -3,17 +3,23 @@
 `data/manifest.parquet` is the contract between data preparation and every later stage:
 paths are relative to the data root and always `styles/<style>/<split>/<file>.png`.
 
-pandas and scipy are imported inside the functions that use them: the training process, which
-only lists a pair's images (`manifest_records`), then holds neither (about 55 MB of its peak
-memory; pyarrow alone is imported when the manifest is read).
+pandas and scipy are imported inside the functions that use them, and the training process, which
+only lists a pair's images (`manifest_records`), reads the manifest in a short-lived child process:
+it then holds none of pandas, scipy or pyarrow (about 55 MB and 90 MB of its peak memory,
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,12 +143,50 @@ def read_manifest(root: Path) -> pd.DataFrame:
 
 
 def manifest_records(root: Path, columns: Iterable[str]) -> list[dict[str, Any]]:
-    """The manifest's rows as dicts of `columns`, read with pyarrow alone (no pandas)."""
+    """The manifest's rows as dicts of `columns` (JSON values: str, int, float, bool, None), read
+    in a child process, so pyarrow's libraries (about 90 MB of resident memory) never load into
+    the caller: the trainer, whose peak memory is a benchmark target (docs/benchmarks.md). One
+    read per file version and column list in a process (cached)."""
+    path = _existing_manifest(root).resolve()
+    stat = path.stat()
+    rows = _records_in_child(str(path), stat.st_mtime_ns, stat.st_size, tuple(columns))
+    return [dict(r) for r in rows]
+
+
+_CHILD_READ = (
+    "import json, sys\n"
+    "from culturegan.data.manifest import _read_records\n"
+    "json.dump(_read_records(sys.argv[1], sys.argv[2:]), sys.stdout)\n"
+)
+
+
+@lru_cache(maxsize=8)
+def _records_in_child(path: str, mtime_ns: int, size: int, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    # mtime and size are part of the cache key only: a rewritten manifest is read again.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD_READ, path, *columns],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise SourceError(
+            f"cannot read {path}: {last}",
+            hint="re-run the prepare stage (`dvc repro prepare` or `culturegan prepare`)",
+        )
+    return json.loads(proc.stdout)
+
+
+def _read_records(path: str, columns: list[str]) -> list[dict[str, Any]]:
+    """The child's side of `manifest_records`: pyarrow alone (no pandas)."""
     import pyarrow.parquet as pq
 
     # ParquetFile.read, not read_table: read_table goes through pyarrow.dataset, which imports pandas.
-    with pq.ParquetFile(_existing_manifest(root)) as f:
-        return f.read(columns=list(columns)).to_pylist()
+    with pq.ParquetFile(path) as f:
+        missing = [c for c in columns if c not in f.schema_arrow.names]
+        if missing:  # pyarrow would give rows without them
+            raise ValueError(f"no column(s) {missing}; it has {f.schema_arrow.names}")
+        return f.read(columns=columns).to_pylist()
 
 
 def write_rejects(rows: Iterable[RejectRow], root: Path, name: str = REJECTS_NAME) -> Path:
