@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 13's GPU check in one go: plain vs tuned CycleGAN steps at 256x256 (ResNet 9 blocks,
+# Issue 13's GPU check in one go: instance norm's gradients in both memory layouts on the device
+# (a correctness check, about a second), plain vs tuned CycleGAN steps at 256x256 (ResNet 9 blocks,
 # ngf 64; batch 1/4/8; fp16 with a gradient scaler and bf16; torch.compile on and off), peak
 # CUDA memory, and a short real training + evaluation of one pair. Writes gpu_check.json and
 # gpu_check.md to $OUT (the device tool's result folder) if set, else ./gpu_check.

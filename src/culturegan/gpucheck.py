@@ -8,7 +8,10 @@ ndf 64 / 3 layers), CycleGAN training steps of the plain path (fp32, eager, unfu
 forward per input, resize-convolutions as three layers) against the tuned path (fp16 with a
 gradient scaler, bf16; eager and torch.compile; channels_last) at batch 1, 4 and 8, with peak
 CUDA memory; then a short real training of one pair on a small synthetic benchmark, with its
-evaluation. Every measurement is one
+evaluation. First, a correctness check of instance norm in both memory layouts on the device
+(`measure_layouts`): torch 2.14.1's CPU `F.instance_norm` gives a single channels-last image a
+wrong input gradient (docs/benchmarks.md), and whether the GPU's kernels share the fault decides
+whether channels-last training is safe there. Every measurement is one
 call of the project's own functions (`bench_train`, `prepare_synthetic`, `train_pair`,
 `evaluate_pair`); a failing one (torch.compile missing a compiler, say) is recorded with its error
 and the check goes on. Measurements that would not fit in the remaining budget are recorded as
@@ -37,8 +40,9 @@ from typing import Any
 
 RESULT_JSON = "gpu_check.json"
 RESULT_MD = "gpu_check.md"
-SECTIONS = ("env", "matrix", "loader", "train_eval", "targets")
-PARTS = ("matrix", "train_eval", "compile")  # what --parts can choose (the loader rides on train_eval)
+SECTIONS = ("env", "layouts", "matrix", "loader", "train_eval", "targets")
+# what --parts can choose (the loader rides on train_eval)
+PARTS = ("layouts", "matrix", "train_eval", "compile")
 
 # Targets of issue 13 (GPU): tuned vs plain at 256x256, resnet 9 blocks, ngf 64, batch 1-8.
 TARGET_SPEEDUP = 2.0
@@ -131,7 +135,9 @@ class Check:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.t0 = time.perf_counter()
         self.budget_s = budget_s
-        self.result: dict[str, Any] = {**meta, "matrix": [], "loader": None, "train_eval": None}
+        self.result: dict[str, Any] = {
+            **meta, "layouts": None, "matrix": [], "loader": None, "train_eval": None,
+        }
 
     def left(self) -> float:
         return self.budget_s - (time.perf_counter() - self.t0)
@@ -190,6 +196,78 @@ def environment(device: str) -> dict[str, Any]:
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
         }
     return env
+
+
+# Largest error against float64 that a layout check accepts, by dtype (unit-scale inputs and
+# gradients; the CPU fault's gradient error is 1.6-2.2, bf16 rounding stays under 0.05).
+LAYOUT_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1}
+
+
+def layout_errors(
+    norm: Callable[[Any], Any], device: str, dtype: str, batch: int, input_cl: bool, grad_cl: bool,
+    channels: int = 16, size: int = 12,
+) -> dict[str, Any]:
+    """Largest error of `norm`'s output and input gradient against instance norm computed in
+    float64 on the CPU from its formula, for an input and an output gradient each in the default
+    or the channels-last memory layout on `device` (the CPU fault needs only the gradient's)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(batch * 100 + channels)
+    x64 = torch.randn(batch, channels, size, size, dtype=torch.float64, generator=gen) * 3 + 2
+    g64 = torch.randn(batch, channels, size, size, dtype=torch.float64, generator=gen)
+    ref_x = x64.clone().requires_grad_()
+    mean = ref_x.mean(dim=(2, 3), keepdim=True)
+    var = ref_x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    ref_y = (ref_x - mean) / torch.sqrt(var + 1e-5)
+    (ref_g,) = torch.autograd.grad((ref_y * g64).sum(), ref_x)
+
+    def on_device(t: Any, cl: bool) -> Any:
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        return t.to(device=device, dtype=getattr(torch, dtype)).contiguous(memory_format=fmt)
+
+    x, g = on_device(x64, input_cl).requires_grad_(), on_device(g64, grad_cl)
+    y = norm(x)
+    (gx,) = torch.autograd.grad((y * g).sum(), x)
+    out_err = float((y.detach().double().cpu() - ref_y.detach()).abs().max())
+    grad_err = float((gx.double().cpu() - ref_g).abs().max())
+    tol = LAYOUT_TOLERANCE[dtype]
+    return {
+        "dtype": dtype, "batch": batch, "input_channels_last": input_cl, "grad_channels_last": grad_cl,
+        "output_error": round(out_err, 6), "gradient_error": round(grad_err, 6),
+        "ok": out_err <= tol and grad_err <= tol,
+    }
+
+
+def measure_layouts(device: str) -> dict[str, Any]:
+    """torch's `F.instance_norm` and the networks' `InstanceNorm` layer with input and output
+    gradient each in either layout, one and two images, fp32 and bf16, on `device`: which
+    combinations compute a wrong output or gradient (`faults`)."""
+    import torch
+
+    from culturegan.models.networks import InstanceNorm
+
+    norms: dict[str, Callable[[Any], Any]] = {
+        "F.instance_norm": lambda x: torch.nn.functional.instance_norm(x, eps=1e-5),
+        "InstanceNorm": InstanceNorm(16).to(device),
+    }
+    rows = [
+        {"norm": name, **layout_errors(fn, device, dtype, batch, x_cl, g_cl)}
+        for name, fn in norms.items()
+        for dtype in ("float32", "bfloat16")
+        for batch in (1, 2)
+        for x_cl in (False, True)
+        for g_cl in (False, True)
+    ]
+
+    def layout(cl: bool) -> str:
+        return "channels_last" if cl else "default"
+
+    faults = [
+        f"{r['norm']} {r['dtype']} batch {r['batch']}: input {layout(r['input_channels_last'])}, "
+        f"gradient {layout(r['grad_channels_last'])}"
+        for r in rows if not r["ok"]
+    ]
+    return {"rows": rows, "faults": faults, "tolerance": LAYOUT_TOLERANCE}
 
 
 def _row(kind: str, batch: int, r: dict[str, Any], path: str) -> dict[str, Any]:
@@ -417,6 +495,21 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"- batch {batch}: fastest {b['fastest']}, {b['speedup']}x plain "
                      f"(met: {b['speedup_met']}), memory {b['mem_ratio_of_fastest']}x plain "
                      f"(leanest {b['mem_ratio_leanest']}x; met: {b['mem_met']})")
+    lay = result.get("layouts")
+    if lay:
+        lines += ["", "## layouts", ""]
+        if lay.get("status") != "ok":
+            lines.append(f"{lay.get('status')}: {lay.get('error') or lay.get('reason', '')}")
+        else:
+            lines.append("Wrong output or gradient (error against float64 above "
+                         f"{lay['tolerance']}): {', '.join(lay['faults']) or 'none'}.")
+            header = ("| norm | dtype | batch | input channels_last | gradient channels_last "
+                      "| output error | gradient error |")
+            lines += ["", header, "|---|---|---|---|---|---|---|"]
+            lines += ["| " + " | ".join(_fmt(r[k]) for k in (
+                "norm", "dtype", "batch", "input_channels_last", "grad_channels_last",
+                "output_error", "gradient_error")) + " |"
+                for r in lay["rows"]]
     for name in ("loader", "train_eval"):
         lines += ["", f"## {name}", "", "```json", json.dumps(result.get(name), indent=1, default=str), "```"]
     return "\n".join(lines) + "\n"
@@ -483,6 +576,9 @@ def run_gpu_check(
     )
     check.result["env"] = environment(device)
     check.write()
+    if "layouts" in parts:
+        check.result["layouts"] = check.attempt("layouts", lambda: measure_layouts(device), 2, 60)
+        check.write()
     if "matrix" in parts:
         measure_matrix(check, device, sizes)
     if "train_eval" in parts:
