@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from culturegan.config import DiscriminatorConfig, GeneratorConfig, TrainConfig, patch_output_size
+from culturegan.errors import ConfigError
 from culturegan.models import networks
+from culturegan.models.layoutcheck import check_channels_last, layout_errors
 from culturegan.models.losses import GANLoss, ImagePool, PatchNCELoss
 from culturegan.models.networks import (
     BlurPool,
@@ -367,6 +369,39 @@ def test_instance_norm_keeps_the_state_dict_of_torchs_and_every_generator_and_di
     for net in (g, d):
         norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
         assert norms and all(type(m) is InstanceNorm for m in norms)
+
+
+def test_layout_check_flags_a_wrong_gradient_or_a_wrong_output_and_passes_a_right_norm():
+    def right(x: torch.Tensor) -> torch.Tensor:  # the formula, in float32
+        x32 = x.float()
+        mean, var = x32.mean(dim=(2, 3), keepdim=True), x32.var(dim=(2, 3), unbiased=False, keepdim=True)
+        return ((x32 - mean) / torch.sqrt(var + 1e-5)).to(x.dtype)
+
+    def no_gradient(x: torch.Tensor) -> torch.Tensor:  # right values, gradient zero
+        return right(x.detach()) + 0 * x
+
+    def wrong_axis(x: torch.Tensor) -> torch.Tensor:  # normalised over channels, not pixels
+        return torch.nn.functional.layer_norm(x, x.shape[1:])
+
+    for x_cl, g_cl in ((False, False), (False, True), (True, False), (True, True)):
+        assert layout_errors(right, "cpu", "float32", 1, x_cl, g_cl)["ok"]
+        assert layout_errors(right, "cpu", "bfloat16", 2, x_cl, g_cl)["ok"]
+        bad_grad = layout_errors(no_gradient, "cpu", "float32", 1, x_cl, g_cl)
+        assert not bad_grad["ok"] and bad_grad["output_error"] < 1e-5 and bad_grad["gradient_error"] > 0.1
+        assert not layout_errors(wrong_axis, "cpu", "bfloat16", 2, x_cl, g_cl)["ok"]
+
+
+def test_channels_last_check_passes_the_networks_norm_and_names_the_key_for_a_faulty_one(monkeypatch):
+    for precision in ("fp32", "bf16", "bf16-full"):
+        check_channels_last(torch.device("cpu"), precision)  # InstanceNorm is right on the CPU
+
+    def zero_gradient(self, x: torch.Tensor) -> torch.Tensor:  # right values, no gradient
+        return torch.nn.functional.instance_norm(x.detach().contiguous(), eps=1e-5) + 0 * x
+
+    monkeypatch.setattr(InstanceNorm, "forward", zero_gradient)
+    with pytest.raises(ConfigError, match=r"train.channels_last.*wrong gradient.*float32") as info:
+        check_channels_last(torch.device("cpu"), "fp32")
+    assert "channels_last: false" in info.value.hint
 
 
 def test_freshly_reset_residual_generator_returns_its_input():

@@ -639,6 +639,20 @@ def test_bad_crop_sizes_are_config_errors(crop, match, data_root, tmp_path):
         train_pair(tiny_params(crop_size=crop), PAIR, data_root, tmp_path)
 
 
+def test_channels_last_training_is_refused_where_the_norm_computes_wrong_gradients(data_root, tmp_path, monkeypatch):
+    # A device whose instance norm faults on channels-last tensors (here a CPU norm made to drop
+    # its gradient): the run stops before any work, naming the key.
+    from culturegan.models.networks import InstanceNorm
+
+    def zero_gradient(self, x):
+        return torch.nn.functional.instance_norm(x.detach().contiguous(), eps=1e-5) + 0 * x
+
+    monkeypatch.setattr(InstanceNorm, "forward", zero_gradient)
+    with pytest.raises(ConfigError, match="train.channels_last"):
+        train_pair(tiny_params("cyclegan", channels_last=True), PAIR, data_root, tmp_path / "cl")
+    assert not (tmp_path / "cl").exists()
+
+
 def test_training_on_crops_gives_a_generator_for_whole_images(data_root, tmp_path):
     result = train_pair(tiny_params("cyclegan", crop_size=16), PAIR, data_root, tmp_path)
     g = load_generator(Path(result["generator"]))

@@ -198,52 +198,13 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-# Largest error against float64 that a layout check accepts, by dtype (unit-scale inputs and
-# gradients; the CPU fault's gradient error is 1.6-2.2, bf16 rounding stays under 0.05).
-LAYOUT_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.1}
-
-
-def layout_errors(
-    norm: Callable[[Any], Any], device: str, dtype: str, batch: int, input_cl: bool, grad_cl: bool,
-    channels: int = 16, size: int = 12,
-) -> dict[str, Any]:
-    """Largest error of `norm`'s output and input gradient against instance norm computed in
-    float64 on the CPU from its formula, for an input and an output gradient each in the default
-    or the channels-last memory layout on `device` (the CPU fault needs only the gradient's)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(batch * 100 + channels)
-    x64 = torch.randn(batch, channels, size, size, dtype=torch.float64, generator=gen) * 3 + 2
-    g64 = torch.randn(batch, channels, size, size, dtype=torch.float64, generator=gen)
-    ref_x = x64.clone().requires_grad_()
-    mean = ref_x.mean(dim=(2, 3), keepdim=True)
-    var = ref_x.var(dim=(2, 3), unbiased=False, keepdim=True)
-    ref_y = (ref_x - mean) / torch.sqrt(var + 1e-5)
-    (ref_g,) = torch.autograd.grad((ref_y * g64).sum(), ref_x)
-
-    def on_device(t: Any, cl: bool) -> Any:
-        fmt = torch.channels_last if cl else torch.contiguous_format
-        return t.to(device=device, dtype=getattr(torch, dtype)).contiguous(memory_format=fmt)
-
-    x, g = on_device(x64, input_cl).requires_grad_(), on_device(g64, grad_cl)
-    y = norm(x)
-    (gx,) = torch.autograd.grad((y * g).sum(), x)
-    out_err = float((y.detach().double().cpu() - ref_y.detach()).abs().max())
-    grad_err = float((gx.double().cpu() - ref_g).abs().max())
-    tol = LAYOUT_TOLERANCE[dtype]
-    return {
-        "dtype": dtype, "batch": batch, "input_channels_last": input_cl, "grad_channels_last": grad_cl,
-        "output_error": round(out_err, 6), "gradient_error": round(grad_err, 6),
-        "ok": out_err <= tol and grad_err <= tol,
-    }
-
-
 def measure_layouts(device: str) -> dict[str, Any]:
     """torch's `F.instance_norm` and the networks' `InstanceNorm` layer with input and output
     gradient each in either layout, one and two images, fp32 and bf16, on `device`: which
     combinations compute a wrong output or gradient (`faults`)."""
     import torch
 
+    from culturegan.models.layoutcheck import LAYOUT_TOLERANCE, layout_errors
     from culturegan.models.networks import InstanceNorm
 
     norms: dict[str, Callable[[Any], Any]] = {

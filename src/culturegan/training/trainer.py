@@ -24,6 +24,7 @@ from culturegan.codehash import installed_source_hash, source_hash
 from culturegan.config import Pair, Params, TrainConfig, size_problem
 from culturegan.errors import ConfigError
 from culturegan.fileio import atomic_write_bytes
+from culturegan.models.layoutcheck import check_channels_last
 from culturegan.models.losses import ImagePool
 from culturegan.models.networks import count_params
 from culturegan.training.adam import LinearDecay
@@ -364,6 +365,8 @@ def train_pair(
     check_sizes(cfg, params.data.image_size)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    if cfg.channels_last:
+        check_channels_last(device, precision)  # ms; a ConfigError where the norm's kernels fault
     with distributed(device) as world:
         data = load_pair(data_root, pair, params.data.image_size, device)
         state = build_state(params, data, device, precision, world, seed)
