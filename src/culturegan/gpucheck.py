@@ -9,9 +9,10 @@ forward per input, resize-convolutions as three layers) against the tuned path (
 gradient scaler, bf16; eager and torch.compile; channels_last) at batch 1, 4 and 8, with peak
 CUDA memory; then a short real training of one pair on a small synthetic benchmark, with its
 evaluation. First, a correctness check of instance norm in both memory layouts on the device
-(`measure_layouts`): torch 2.14.1's CPU `F.instance_norm` gives a single channels-last image a
-wrong input gradient (docs/benchmarks.md), and whether the GPU's kernels share the fault decides
-whether channels-last training is safe there. Every measurement is one
+(`measure_layouts`): torch 2.14.1's CPU `F.instance_norm` gives a single image whose output
+gradient is channels-last a wrong input gradient (docs/benchmarks.md); whether the GPU's kernels
+share the fault decides whether channels-last training can run there (the trainer refuses it
+where the networks' norm faults: `models.layoutcheck.check_channels_last`). Every measurement is one
 call of the project's own functions (`bench_train`, `prepare_synthetic`, `train_pair`,
 `evaluate_pair`); a failing one (torch.compile missing a compiler, say) is recorded with its error
 and the check goes on. Measurements that would not fit in the remaining budget are recorded as
