@@ -90,6 +90,7 @@ def test_manifest_records_reads_the_columns_and_rereads_a_rewritten_manifest(tmp
     got = manifest_records(tmp_path, ["style", "split", "path"])
     assert got == [{"style": "a", "split": "train", "path": r.path} for r in rows]
     got[0]["style"] = "changed"  # callers get their own copies of the cached rows
+    assert manifest_records(tmp_path, ["style", "split", "path"])[0]["style"] == "a"
     assert manifest_records(tmp_path, ["style"]) == [{"style": "a"}] * 2
     write_manifest(manifest_frame([*rows, _row("b", "test", 0)]), tmp_path)
     assert [r["style"] for r in manifest_records(tmp_path, ["style"])] == ["a", "a", "b"]
